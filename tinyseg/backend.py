@@ -1,0 +1,149 @@
+"""The array backend: NumPy on the CPU, CuPy on the GPU.
+
+Every function in tinyseg is written once, against an *array module* ``xp``
+that is either ``numpy`` or ``cupy``. The two share almost all of their API,
+so ``xp.zeros``, ``xp.exp`` and ``x @ w`` mean the same thing on both. A
+function never decides the backend itself; it asks its input::
+
+    xp = xp_of(x)          # numpy for a numpy array, cupy for a cupy array
+    out = xp.zeros_like(x)
+
+This module is the only one in tinyseg that imports CuPy. It also holds:
+
+* device moves, which are always explicit (``to_device``, ``to_numpy``):
+  no computation ever copies between host and GPU behind your back;
+* ``scatter_add``, the one scatter used outside the convolution code,
+  because ``np.add.at`` has no CuPy twin with the same name and speed;
+* the default device, from ``set_default_device`` or the environment
+  variable ``TINYSEG_DEVICE`` (``cpu`` or ``gpu``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy
+
+try:  # CuPy is optional: `pip install tinyseg[gpu]`.
+    import cupy as _cupy
+except Exception:  # ImportError, or a CUDA library missing underneath
+    _cupy = None
+
+DEVICES = ("cpu", "gpu")
+_default_device: str | None = None
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    if _cupy is None:
+        return False
+    try:
+        return _cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def cupy_module():
+    """The cupy module, or a clear error when there is no usable GPU."""
+    if not gpu_available():
+        raise RuntimeError(
+            "device='gpu' needs CuPy and a CUDA device; install with "
+            "`pip install tinyseg[gpu]` or use device='cpu'"
+        )
+    return _cupy
+
+
+def check_device(device: str) -> str:
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    return device
+
+
+def set_default_device(device: str) -> None:
+    """Choose where new tensors live when no device is named."""
+    device = check_device(device)
+    if device == "gpu":
+        cupy_module()
+    global _default_device
+    _default_device = device
+
+
+def get_default_device() -> str:
+    """The device set by ``set_default_device``, else ``$TINYSEG_DEVICE``, else cpu."""
+    if _default_device is not None:
+        return _default_device
+    return check_device(os.environ.get("TINYSEG_DEVICE", "cpu"))
+
+
+def module_for(device: str):
+    """The array module of a device name: numpy for 'cpu', cupy for 'gpu'."""
+    return cupy_module() if check_device(device) == "gpu" else numpy
+
+
+def is_cupy_array(a) -> bool:
+    return _cupy is not None and isinstance(a, _cupy.ndarray)
+
+
+def xp_of(*arrays):
+    """The array module of the arrays given: cupy if any is a cupy array, else numpy.
+
+    Objects with a ``.data`` array (tinyseg Tensors) are looked through, so
+    layers can call ``xp_of(tensor)`` too. Mixing devices is an error rather
+    than a silent copy.
+    """
+    found_cpu = found_gpu = False
+    for a in arrays:
+        a = getattr(a, "data", a) if not isinstance(a, numpy.ndarray) else a
+        if is_cupy_array(a):
+            found_gpu = True
+        elif isinstance(a, numpy.ndarray):
+            found_cpu = True
+    if found_gpu and found_cpu:
+        raise ValueError(
+            "arrays live on different devices (numpy and cupy); move them with "
+            ".to('gpu') or .to('cpu') first"
+        )
+    return _cupy if found_gpu else numpy
+
+
+def device_of(a) -> str:
+    """'gpu' for a cupy array, 'cpu' for anything else."""
+    return "gpu" if is_cupy_array(getattr(a, "data", a)) else "cpu"
+
+
+def to_device(a, device: str):
+    """Copy an array to 'cpu' or 'gpu'. The one way data crosses devices."""
+    if check_device(device) == "gpu":
+        return cupy_module().asarray(a)
+    return to_numpy(a)
+
+
+def to_numpy(a):
+    """A numpy array holding the values of ``a`` (a copy from the GPU if needed)."""
+    if is_cupy_array(a):
+        return a.get()
+    return numpy.asarray(a)
+
+
+def scatter_add(target, index, values):
+    """In place: ``target.flat[index[i]] += values[i]`` for every i, repeats summed.
+
+    A plain ``target.flat[index] += values`` would keep only one of several
+    writes to the same place. ``bincount`` with weights sums them, and it
+    exists with the same meaning in NumPy and CuPy.
+
+    Shapes: ``target`` any shape (C-contiguous), ``index`` integer array of flat
+    positions into it, ``values`` the same size as ``index``.
+    """
+    xp = xp_of(target)
+    index = index.reshape(-1)
+    values = values.reshape(-1)
+    if index.shape != values.shape:
+        raise ValueError(
+            f"scatter_add: index has {index.size} entries but values has {values.size}"
+        )
+    if index.size == 0:
+        return target
+    sums = xp.bincount(index, weights=values.astype(xp.float64), minlength=target.size)
+    target += sums.reshape(target.shape).astype(target.dtype, copy=False)
+    return target
