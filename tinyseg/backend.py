@@ -12,8 +12,9 @@ This module is the only one in tinyseg that imports CuPy. It also holds:
 
 * device moves, which are always explicit (``to_device``, ``to_numpy``):
   no computation ever copies between host and GPU behind your back;
-* ``scatter_add``, the one scatter used outside the convolution code,
-  because ``np.add.at`` has no CuPy twin with the same name and speed;
+* ``scatter_add``, the one scatter used outside the convolution code. NumPy's
+  unbuffered ``ufunc.at`` has no CuPy twin of the same name, and is slow;
+  ``bincount`` with weights does the same job on both backends;
 * the default device, from ``set_default_device`` or the environment
   variable ``TINYSEG_DEVICE`` (``cpu`` or ``gpu``).
 """
