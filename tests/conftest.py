@@ -23,7 +23,9 @@ def _backend_params():
     if "numpy" in _BACKENDS:
         params.append(pytest.param("numpy", id="numpy"))
     if "cupy" in _BACKENDS:
-        skip = pytest.mark.skipif(not backend.gpu_available(), reason="CuPy with a CUDA device is not available")
+        skip = pytest.mark.skipif(
+            not backend.gpu_available(), reason="CuPy with a CUDA device is not available"
+        )
         params.append(pytest.param("cupy", id="cupy", marks=[skip, pytest.mark.gpu]))
     return params
 

@@ -21,7 +21,7 @@ def random_like(xp, shape, seed=0):
 
 
 def assert_backward_matches(forward, backward, args, wrt, params=None, seed=1, tol=1e-6):
-    """``wrt``: positions in ``args`` of the inputs whose gradients ``backward`` returns, in order."""
+    """``wrt``: positions in ``args`` of the inputs that ``backward`` returns gradients for."""
     params = params or {}
     out, cache = forward(*args, **params)
     xp = xp_of(out)

@@ -132,7 +132,7 @@ def test_permute_rejects_bad_dims(xp):
 def test_pow_rejects_tensor_exponent(xp):
     a = leaf(xp, (2,))
     with pytest.raises(TypeError, match="exponent"):
-        a ** a
+        a**a
 
 
 class _Square(Function):

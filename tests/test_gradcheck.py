@@ -60,7 +60,9 @@ def test_random_upstream_gradient_catches_a_softmax_bug(xp):
     x = ts.tensor(xp.asarray([0.1, 0.7, -0.4]), requires_grad=True)
     # With dout = ones the true gradient of softmax is zero, so the wrong backward would pass:
     y = _SoftmaxWrongBackward.apply(x)
-    ones_numeric = numerical_gradient(lambda v: _SoftmaxWrongBackward.forward(None, v), x.data, xp.ones(3))
+    ones_numeric = numerical_gradient(
+        lambda v: _SoftmaxWrongBackward.forward(None, v), x.data, xp.ones(3)
+    )
     assert float(xp.abs(ones_numeric).max()) < 1e-8
     with pytest.raises(GradcheckError):
         ts.gradcheck(lambda v: _SoftmaxWrongBackward.apply(v), (x,))
@@ -77,7 +79,9 @@ def test_report_names_the_input_and_worst_element(xp):
 
 
 def test_directional_mode(xp):
-    x = ts.tensor(xp.asarray(numpy.random.default_rng(0).standard_normal((40, 40))), requires_grad=True)
+    x = ts.tensor(
+        xp.asarray(numpy.random.default_rng(0).standard_normal((40, 40))), requires_grad=True
+    )
     assert ts.gradcheck(lambda v: (v * v).exp().sum(dim=0), (x,), mode="directional")
     with pytest.raises(GradcheckError, match="direction"):
         ts.gradcheck(lambda v: _WrongScale.apply(v), (x,), mode="directional")

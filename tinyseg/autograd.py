@@ -69,17 +69,17 @@ class Node:
 class Function:
     """Subclass with two static methods, as in ``torch.autograd.Function``::
 
-        class Square(Function):
-            @staticmethod
-            def forward(ctx, x):          # raw arrays in, raw array(s) out
-                ctx.save_for_backward(x)
-                return x * x
-            @staticmethod
-            def backward(ctx, dout):      # one dout per output
-                (x,) = ctx.saved_tensors
-                return 2 * x * dout       # one grad per forward input (None: no grad)
+    class Square(Function):
+        @staticmethod
+        def forward(ctx, x):          # raw arrays in, raw array(s) out
+            ctx.save_for_backward(x)
+            return x * x
+        @staticmethod
+        def backward(ctx, dout):      # one dout per output
+            (x,) = ctx.saved_tensors
+            return 2 * x * dout       # one grad per forward input (None: no grad)
 
-        y = Square.apply(x)
+    y = Square.apply(x)
     """
 
     @staticmethod
@@ -123,9 +123,7 @@ class Tensor:
         xp = backend.xp_of(data)
         self.data = data if backend.is_cupy_array(data) else xp.asarray(data)
         if requires_grad and not _is_float(self.data.dtype):
-            raise TypeError(
-                f"requires_grad=True needs a floating dtype, got {self.data.dtype}"
-            )
+            raise TypeError(f"requires_grad=True needs a floating dtype, got {self.data.dtype}")
         self.requires_grad = bool(requires_grad)
         self.grad = None
         self._node = None  # the Node that made this tensor; None for a leaf
@@ -209,7 +207,9 @@ class Tensor:
                 if tensor.is_leaf:
                     tensor._accumulate(g)
                 else:
-                    slots = pending.setdefault(id(tensor._node), [None] * len(tensor._node.out_meta))
+                    slots = pending.setdefault(
+                        id(tensor._node), [None] * len(tensor._node.out_meta)
+                    )
                     old = slots[tensor._index]
                     slots[tensor._index] = g if old is None else old + g
 
@@ -529,7 +529,9 @@ class _Sum(Function):
     @staticmethod
     def forward(ctx, x, dim, keepdim):
         ctx.in_shape = x.shape
-        ctx.axes = tuple(range(x.ndim)) if dim is None else tuple(a % x.ndim for a in _as_tuple(dim))
+        ctx.axes = (
+            tuple(range(x.ndim)) if dim is None else tuple(a % x.ndim for a in _as_tuple(dim))
+        )
         return x.sum(axis=ctx.axes, keepdims=keepdim)
 
     @staticmethod

@@ -65,7 +65,9 @@ def numerical_gradient(f, x, dout, eps: float = 1e-6):
     _require_float64(x, "x")
     xp = backend.xp_of(x)
     if not x.flags.c_contiguous:
-        raise ValueError("numerical_gradient needs a C-contiguous x: it writes through x.reshape(-1)")
+        raise ValueError(
+            "numerical_gradient needs a C-contiguous x: it writes through x.reshape(-1)"
+        )
     grad = xp.zeros_like(x)
     flat, gflat = x.reshape(-1), grad.reshape(-1)
     dout = xp.asarray(dout)
@@ -202,4 +204,3 @@ def gradcheck(
     if failures:
         raise GradcheckError("gradcheck failed:\n  " + "\n  ".join(failures))
     return True
-

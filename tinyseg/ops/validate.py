@@ -33,7 +33,8 @@ def check_ndim(x, ndim: int, name: str, layout: str) -> None:
 
 def check_float(x, name: str) -> None:
     if getattr(getattr(x, "dtype", None), "kind", None) != "f":
-        raise TypeError(f"{name} must be a floating-point array, got dtype {getattr(x, 'dtype', type(x))}")
+        got = getattr(x, "dtype", type(x))
+        raise TypeError(f"{name} must be a floating-point array, got dtype {got}")
 
 
 def check_same_shape(a, b, name_a: str, name_b: str) -> None:
