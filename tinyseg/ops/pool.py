@@ -1,0 +1,631 @@
+"""Pooling, unpooling and resizing: how a segmentation net shrinks and grows its maps.
+
+Notation (lecture style)
+------------------------
+x      input, shape (N, C, H, W); every op works on each (n, c) plane alone
+k      kernel size (kh, kw), s stride (sh, sw), p padding (ph, pw)
+dout   upstream gradient dL/d(out), the shape of out
+<a, b> sum of a * b over all elements
+
+Output size of a pooling window sliding over the padded input (as in conv2d):
+
+    H_out = floor((H + 2p - k) / s) + 1        (stride defaults to k)
+
+As in PyTorch the padding may be at most half the kernel (2p <= k), so that
+every window holds at least one real pixel.
+
+Max pooling
+-----------
+Unfold the input with the one ``im2col`` of ``conv.py``: x_cols[n, c, t, l] is
+tap t = i*kw + j of window l = ho*W_out + wo. Max pooling is the maximum down
+each column,
+
+    out[n, c, l] = max_t x_cols[n, c, t, l],   t*[n, c, l] = argmax_t x_cols[n, c, t, l]
+
+The padding must never win, so x is padded with -inf by hand and then unfolded
+with pad=0 (im2col itself pads with zeros, which would beat negative inputs).
+``argmax`` returns the first maximum, and the taps of a window are in row-major
+order, so ties go to the first maximum in row-major order, as in PyTorch. The
+winning tap (i, j) sits at row y = ho*sh + i - ph, column z = wo*sw + j - pw of
+the unpadded plane; its flat index ``y*W + z`` is what ``return_indices`` gives.
+
+Backward. Away from ties, out[l] = x_cols[t*, l] is locally a copy of one
+entry, so d out[l] / d x_cols[t, l] = [t = t*]. The chain rule through the max
+is a one-hot column,
+
+    dx_cols[n, c, t, l] = dout[n, c, l] * [t = t*[n, c, l]]
+
+and the chain rule through im2col is its adjoint col2im (see ``conv.py``):
+
+    dx = col2im(dx_cols)
+
+col2im *adds* the columns back. That matters when windows overlap (s < k): one
+pixel can be the maximum of several windows and must receive the sum of their
+gradients.
+
+Average pooling
+---------------
+With ``count_include_pad=True`` (PyTorch's default) every window divides by
+kh*kw, padded zeros included:
+
+    out[n, c, l] = (1 / (kh kw)) sum_t x_cols[n, c, t, l]
+
+That is a depthwise convolution whose kernel is the constant 1/(kh kw), so it
+is linear, and its backward is its transpose: spread each dout evenly over the
+window, then fold with col2im,
+
+    dx_cols[n, c, t, l] = dout[n, c, l] / (kh kw),     dx = col2im(dx_cols)
+
+Global average pooling is the special case k = (H, W): out[n, c] is the mean of
+the plane, and dx[n, c, h, w] = dout[n, c] / (H W).
+
+Unpooling: max unpooling (SegNet) and bed of nails
+--------------------------------------------------
+Max unpooling takes pooled values x (N, C, H, W) and the pooling indices, and
+puts each value back where its maximum came from, zeros elsewhere. The output
+size defaults to the size the pooling came from, (H - 1)s - 2p + k:
+
+    out[n, c].flat[indices[n, c, h, w]] += x[n, c, h, w]
+
+SegNet keeps the encoder's indices for its decoder so that the boundaries the
+encoder found are put back in the right place; plain upsampling would smear
+them. With non-overlapping pooling (s = k, SegNet's case) no index repeats;
+where windows overlap two entries may name one pixel, and tinyseg *adds* them
+(PyTorch keeps an unspecified one). With the sum the op is linear, out = P x
+with P a 0/1 matrix, and its backward is P^T, a gather:
+
+    dx[n, c, h, w] = dout[n, c].flat[indices[n, c, h, w]]
+
+"Bed of nails" unpooling needs no indices: each value goes to the top-left
+corner of its s x s block,
+
+    out[n, c, h*sh, w*sw] = x[n, c, h, w], zeros elsewhere;   dx = dout[:, :, ::sh, ::sw]
+
+Nearest-neighbour resize
+------------------------
+Output pixel (ho, wo) copies the input pixel (src(ho), src(wo)) with PyTorch's
+rule src(d) = floor(d * in / out), computed exactly in integers. Several output
+pixels may copy one input pixel (upsampling), so the backward adds: dx receives
+the sum of dout over every output pixel that copied it (``scatter_add``).
+
+Bilinear resize as two matrices
+-------------------------------
+Bilinear interpolation is separable: first interpolate along the rows, then
+along the columns. Along one axis, output position d reads the source
+coordinate
+
+    align_corners=False:  src(d) = max((d + 0.5) * in/out - 0.5, 0)
+    align_corners=True:   src(d) = d * (in - 1)/(out - 1)     (0 when out = 1)
+
+With i0 = floor(src), i1 = min(i0 + 1, in - 1), lambda = src - i0, the value
+is (1 - lambda) * v[i0] + lambda * v[i1] (beyond the last pixel both taps are
+the last pixel: the edge is repeated). Write these weights as a matrix A of
+shape (out, in) with row d holding 1 - lambda at column i0 and lambda at
+column i1; every row sums to 1. Then, for each (n, c) plane X (H x W),
+
+    Y = A_h X A_w^T            A_h: (H_out, H),  A_w: (W_out, W)
+
+Backward. Y is linear in X, so with dL/dY = D:
+
+    dL = <D, dY> = <D, A_h dX A_w^T> = tr(D^T A_h dX A_w^T)
+       = tr(A_w^T D^T A_h dX) = <A_h^T D A_w, dX>     (cyclic trace)
+
+so  dX = A_h^T D A_w. The backward of a resize is the transposed resize: two
+matrix products, exact, and vectorised over the whole batch by broadcasting.
+
+Shapes
+------
+max_pool2d / avg_pool2d:  x (N, C, H, W) -> out (N, C, H_out, W_out)
+max_pool2d indices:       int64, (N, C, H_out, W_out), values in [0, H*W)
+global_avg_pool2d:        (N, C, H, W) -> (N, C, 1, 1)
+max_unpool2d:             x, indices (N, C, H, W) -> (N, C, H_out, W_out)
+bed_of_nails_unpool2d:    (N, C, H, W) -> (N, C, H*sh, W*sw)
+upsample_nearest2d / bilinear_resize2d:  (N, C, H, W) -> (N, C, size[0], size[1])
+"""
+
+from __future__ import annotations
+
+from ..backend import scatter_add, xp_of
+from .conv import col2im, conv_output_size, im2col
+from .validate import check_float, check_ndim, check_same_shape, pair
+
+# ----- argument checks -------------------------------------------------------------
+
+
+def _pool_geometry(x_shape, kernel_size, stride, pad):
+    """(kh, kw), (sh, sw), (ph, pw), (H_out, W_out) of a pooling window, with clear errors."""
+    kh, kw = pair(kernel_size, "kernel_size", minimum=1)
+    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", minimum=1)
+    ph, pw = pair(pad, "padding")
+    if 2 * ph > kh or 2 * pw > kw:
+        raise ValueError(
+            f"padding must be at most half of kernel_size {(kh, kw)}, got padding {(ph, pw)}"
+        )
+    _, _, H, W = x_shape
+    H_out = conv_output_size(H, kh, sh, ph)
+    W_out = conv_output_size(W, kw, sw, pw)
+    if H_out <= 0 or W_out <= 0:
+        raise ValueError(
+            f"kernel_size {(kh, kw)} does not fit the input {H}x{W} padded by {(ph, pw)}: "
+            f"the output would be {H_out}x{W_out}"
+        )
+    return (kh, kw), (sh, sw), (ph, pw), (H_out, W_out)
+
+
+def _check_input(x):
+    check_ndim(x, 4, "x", "(N, C, H, W)")
+    check_float(x, "x")
+
+
+def _check_bool(value, name):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+# ----- max pooling -----------------------------------------------------------------
+
+
+def max_pool2d_forward(x, kernel_size, stride=None, pad=0):
+    """Max pooling with argmax indices, via im2col on the -inf padded input.
+
+    The "out" of this op is the pair ``(out, indices)``, so that
+    ``F.max_pool2d(..., return_indices=True)`` can hand both back from one
+    Function: ``out`` carries the gradient, the integer ``indices`` none.
+
+    :param x: input (N, C, H, W), floating point.
+    :param kernel_size: int or (kh, kw).
+    :param stride: int or (sh, sw); None means kernel_size.
+    :param pad: int or (ph, pw), at most half the kernel; padding counts as -inf.
+    :returns: ``((out, indices), cache)``; out (N, C, H_out, W_out) of x's dtype,
+        indices int64 of the same shape, flat ``h*W + w`` in each unpadded plane.
+    """
+    _check_input(x)
+    xp = xp_of(x)
+    N, C, H, W = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (H_out, W_out) = _pool_geometry(x.shape, kernel_size, stride, pad)
+    # BEGIN SOLUTION max_pool2d_forward
+    x_pad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-xp.inf)
+    x_cols = im2col(x_pad, kh, kw, (sh, sw), 0).reshape(N, C, kh * kw, H_out * W_out)
+    arg = x_cols.argmax(axis=2)  # winning tap t = i*kw + j; the first one on ties
+    out = xp.take_along_axis(x_cols, arg[:, :, None, :], axis=2)[:, :, 0, :]
+    i, j = arg // kw, arg % kw
+    rows = xp.arange(H_out).repeat(W_out) * sh + i - ph  # y of the winner, unpadded
+    cols = xp.tile(xp.arange(W_out), H_out) * sw + j - pw
+    indices = (rows * W + cols).astype(xp.int64)
+    # END SOLUTION
+    out = out.reshape(N, C, H_out, W_out)
+    indices = indices.reshape(N, C, H_out, W_out)
+    cache = (arg, x.shape, (kh, kw), (sh, sw), (ph, pw))
+    return (out, indices), cache
+
+
+def max_pool2d_backward(dout, cache):
+    """dx: each dout goes to its window's argmax; overlapping windows add (col2im).
+
+    :param dout: (N, C, H_out, W_out), the gradient of ``out`` (not of indices).
+    :param cache: from ``max_pool2d_forward``.
+    :returns: dx (N, C, H, W).
+    """
+    arg, x_shape, (kh, kw), stride, pad = cache
+    xp = xp_of(dout)
+    N, C, L = arg.shape
+    # BEGIN SOLUTION max_pool2d_backward
+    taps = xp.arange(kh * kw).reshape(1, 1, kh * kw, 1)
+    one_hot = taps == arg[:, :, None, :]  # (N, C, kh*kw, L): where each max came from
+    dx_cols = one_hot * dout.reshape(N, C, 1, L)
+    dx = col2im(dx_cols.reshape(N, C * kh * kw, L), x_shape, kh, kw, stride, pad)
+    # END SOLUTION
+    return dx
+
+
+def max_pool2d_naive(x, kernel_size, stride=None, pad=0):
+    """Max pooling by loops over every output pixel and window tap; returns (out, indices)."""
+    _check_input(x)
+    xp = xp_of(x)
+    N, C, H, W = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (H_out, W_out) = _pool_geometry(x.shape, kernel_size, stride, pad)
+    out = xp.zeros((N, C, H_out, W_out), dtype=x.dtype)
+    indices = xp.zeros((N, C, H_out, W_out), dtype=xp.int64)
+    for n in range(N):
+        for c in range(C):
+            for ho in range(H_out):
+                for wo in range(W_out):
+                    best, where = -float("inf"), -1
+                    for i in range(kh):
+                        for j in range(kw):
+                            y, z = ho * sh + i - ph, wo * sw + j - pw
+                            if 0 <= y < H and 0 <= z < W:
+                                value = x[n, c, y, z].item()
+                                if value > best:  # strict: the first maximum wins ties
+                                    best, where = value, y * W + z
+                    out[n, c, ho, wo] = best
+                    indices[n, c, ho, wo] = where
+    return out, indices
+
+
+# ----- average pooling -------------------------------------------------------------
+
+
+def avg_pool2d_forward(x, kernel_size, stride=None, pad=0):
+    """Average pooling (padding zeros count, as PyTorch's count_include_pad=True).
+
+    :param x: input (N, C, H, W), floating point.
+    :param kernel_size: int or (kh, kw).
+    :param stride: int or (sh, sw); None means kernel_size.
+    :param pad: int or (ph, pw), at most half the kernel.
+    :returns: ``(out, cache)``, out (N, C, H_out, W_out).
+    """
+    _check_input(x)
+    N, C, H, W = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (H_out, W_out) = _pool_geometry(x.shape, kernel_size, stride, pad)
+    # BEGIN SOLUTION avg_pool2d_forward
+    x_cols = im2col(x, kh, kw, (sh, sw), (ph, pw)).reshape(N, C, kh * kw, H_out * W_out)
+    out = x_cols.mean(axis=2).reshape(N, C, H_out, W_out)
+    # END SOLUTION
+    cache = (x.shape, (kh, kw), (sh, sw), (ph, pw))
+    return out, cache
+
+
+def avg_pool2d_backward(dout, cache):
+    """dx: each dout spread evenly, 1/(kh kw), over its window; overlaps add (col2im).
+
+    :param dout: (N, C, H_out, W_out).
+    :param cache: from ``avg_pool2d_forward``.
+    :returns: dx (N, C, H, W).
+    """
+    x_shape, (kh, kw), stride, pad = cache
+    xp = xp_of(dout)
+    N, C = x_shape[:2]
+    L = dout.shape[2] * dout.shape[3]
+    # BEGIN SOLUTION avg_pool2d_backward
+    share = dout.reshape(N, C, 1, L) / (kh * kw)
+    dx_cols = xp.broadcast_to(share, (N, C, kh * kw, L)).reshape(N, C * kh * kw, L)
+    dx = col2im(dx_cols, x_shape, kh, kw, stride, pad)
+    # END SOLUTION
+    return dx
+
+
+def avg_pool2d_naive(x, kernel_size, stride=None, pad=0):
+    """Average pooling by loops; padded positions add zero but count in kh*kw."""
+    _check_input(x)
+    xp = xp_of(x)
+    N, C, H, W = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (H_out, W_out) = _pool_geometry(x.shape, kernel_size, stride, pad)
+    out = xp.zeros((N, C, H_out, W_out), dtype=x.dtype)
+    for n in range(N):
+        for c in range(C):
+            for ho in range(H_out):
+                for wo in range(W_out):
+                    total = 0.0
+                    for i in range(kh):
+                        for j in range(kw):
+                            y, z = ho * sh + i - ph, wo * sw + j - pw
+                            if 0 <= y < H and 0 <= z < W:
+                                total += x[n, c, y, z].item()
+                    out[n, c, ho, wo] = total / (kh * kw)
+    return out
+
+
+def global_avg_pool2d_forward(x):
+    """Mean over each plane, keeping the axes: (N, C, H, W) -> (N, C, 1, 1).
+
+    :param x: input (N, C, H, W), floating point.
+    :returns: ``(out, cache)``.
+    """
+    _check_input(x)
+    return x.mean(axis=(2, 3), keepdims=True), x.shape
+
+
+def global_avg_pool2d_backward(dout, cache):
+    """dx[n, c, h, w] = dout[n, c, 0, 0] / (H W).
+
+    :param dout: (N, C, 1, 1).
+    :param cache: x's shape.
+    :returns: dx (N, C, H, W).
+    """
+    x_shape = cache
+    xp = xp_of(dout)
+    return xp.broadcast_to(dout / (x_shape[2] * x_shape[3]), x_shape).copy()
+
+
+def global_avg_pool2d_naive(x):
+    """The mean of each plane, by loops."""
+    _check_input(x)
+    xp = xp_of(x)
+    N, C, H, W = x.shape
+    out = xp.zeros((N, C, 1, 1), dtype=x.dtype)
+    for n in range(N):
+        for c in range(C):
+            total = 0.0
+            for h in range(H):
+                for w in range(W):
+                    total += x[n, c, h, w].item()
+            out[n, c, 0, 0] = total / (H * W)
+    return out
+
+
+# ----- max unpooling (SegNet) ------------------------------------------------------
+
+
+def _unpool_size(x_shape, kernel_size, stride, pad, output_size):
+    """Default (H-1)s - 2p + k per axis; output_size (2 or 4 numbers) overrides it."""
+    kh, kw = pair(kernel_size, "kernel_size", minimum=1)
+    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", minimum=1)
+    ph, pw = pair(pad, "padding")
+    H, W = x_shape[2:]
+    default = ((H - 1) * sh - 2 * ph + kh, (W - 1) * sw - 2 * pw + kw)
+    if output_size is None:
+        size = default
+    else:
+        given = tuple(output_size) if isinstance(output_size, (tuple, list)) else None
+        if given is None or len(given) not in (2, 4):
+            raise ValueError(f"output_size must be (H, W) or (N, C, H, W), got {output_size!r}")
+        size = pair(given[-2:], "output_size", minimum=1)
+        for axis, s in ((0, sh), (1, sw)):
+            # as PyTorch: only sizes the pooling could have come from
+            if not default[axis] - s < size[axis] < default[axis] + s:
+                raise ValueError(
+                    f"output_size {tuple(output_size)} is invalid: axis {axis} must lie strictly "
+                    f"between {default[axis] - s} and {default[axis] + s}"
+                )
+    if size[0] <= 0 or size[1] <= 0:
+        raise ValueError(
+            f"kernel_size {(kh, kw)}, stride {(sh, sw)}, padding {(ph, pw)} give an empty "
+            f"output {size} for an input {H}x{W}"
+        )
+    return size
+
+
+def _check_unpool_inputs(x, indices, kernel_size, stride, pad, output_size):
+    _check_input(x)
+    check_ndim(indices, 4, "indices", "(N, C, H, W)")
+    check_same_shape(x, indices, "x", "indices")
+    if getattr(indices.dtype, "kind", None) not in "iu":
+        raise TypeError(f"indices must be an integer array, got dtype {indices.dtype}")
+    H_out, W_out = _unpool_size(x.shape, kernel_size, stride, pad, output_size)
+    # One small device-to-host read: a bad index would land in a neighbouring plane.
+    if indices.size and bool(((indices < 0) | (indices >= H_out * W_out)).any()):
+        raise ValueError(
+            f"indices must lie in [0, {H_out * W_out}) for an output of {H_out}x{W_out}; "
+            f"pass the indices of max_pool2d with the same kernel_size, stride, padding"
+        )
+    return H_out, W_out
+
+
+def max_unpool2d_forward(x, indices, kernel_size, stride=None, pad=0, output_size=None):
+    """Scatter each value to its pooling index in a zero plane (SegNet's decoder).
+
+    :param x: pooled values (N, C, H, W), floating point.
+    :param indices: integer (N, C, H, W), flat ``h*W_out + w`` indices from max_pool2d.
+    :param kernel_size: int or (kh, kw) of that pooling.
+    :param stride: int or (sh, sw); None means kernel_size.
+    :param pad: int or (ph, pw) of that pooling.
+    :param output_size: (H_out, W_out) or (N, C, H_out, W_out); None means
+        (H-1)*stride - 2*pad + kernel_size. Repeated indices add.
+    :returns: ``(out, cache)``, out (N, C, H_out, W_out).
+    """
+    H_out, W_out = _check_unpool_inputs(x, indices, kernel_size, stride, pad, output_size)
+    xp = xp_of(x, indices)
+    indices = indices.astype(xp.int64, copy=False)  # uint + int would give float positions
+    N, C = x.shape[:2]
+    # BEGIN SOLUTION max_unpool2d_forward
+    out = xp.zeros((N, C, H_out * W_out), dtype=x.dtype)
+    plane_start = (xp.arange(N * C, dtype=xp.int64) * (H_out * W_out)).reshape(N, C, 1)
+    scatter_add(out, plane_start + indices.reshape(N, C, -1), x)
+    out = out.reshape(N, C, H_out, W_out)
+    # END SOLUTION
+    return out, (indices, x.shape)
+
+
+def max_unpool2d_backward(dout, cache):
+    """dx: dout read back at each index (a gather, the transpose of the scatter).
+
+    :param dout: (N, C, H_out, W_out).
+    :param cache: from ``max_unpool2d_forward``.
+    :returns: dx (N, C, H, W); the indices get no gradient.
+    """
+    indices, x_shape = cache
+    xp = xp_of(dout)
+    N, C = x_shape[:2]
+    # BEGIN SOLUTION max_unpool2d_backward
+    dx = xp.take_along_axis(dout.reshape(N, C, -1), indices.reshape(N, C, -1), axis=2)
+    dx = dx.reshape(x_shape)
+    # END SOLUTION
+    return dx
+
+
+def max_unpool2d_naive(x, indices, kernel_size, stride=None, pad=0, output_size=None):
+    """Max unpooling by a loop over the input pixels."""
+    H_out, W_out = _check_unpool_inputs(x, indices, kernel_size, stride, pad, output_size)
+    xp = xp_of(x, indices)
+    N, C, H, W = x.shape
+    out = xp.zeros((N, C, H_out, W_out), dtype=x.dtype)
+    for n in range(N):
+        for c in range(C):
+            for h in range(H):
+                for w in range(W):
+                    where = int(indices[n, c, h, w])
+                    out[n, c, where // W_out, where % W_out] += x[n, c, h, w]
+    return out
+
+
+# ----- bed-of-nails unpooling ------------------------------------------------------
+
+
+def bed_of_nails_unpool2d_forward(x, stride):
+    """Each value to the top-left corner of an sh x sw block of zeros.
+
+    :param x: input (N, C, H, W), floating point.
+    :param stride: int or (sh, sw), the block size.
+    :returns: ``(out, cache)``, out (N, C, H*sh, W*sw).
+    """
+    _check_input(x)
+    sh, sw = pair(stride, "stride", minimum=1)
+    xp = xp_of(x)
+    N, C, H, W = x.shape
+    out = xp.zeros((N, C, H * sh, W * sw), dtype=x.dtype)
+    out[:, :, ::sh, ::sw] = x
+    return out, (sh, sw)
+
+
+def bed_of_nails_unpool2d_backward(dout, cache):
+    """dx = dout at the nails, dout[:, :, ::sh, ::sw].
+
+    :param dout: (N, C, H*sh, W*sw).
+    :param cache: the stride pair.
+    :returns: dx (N, C, H, W).
+    """
+    sh, sw = cache
+    return dout[:, :, ::sh, ::sw].copy()
+
+
+def bed_of_nails_unpool2d_naive(x, stride):
+    """Bed-of-nails unpooling by a loop over the input pixels."""
+    _check_input(x)
+    sh, sw = pair(stride, "stride", minimum=1)
+    xp = xp_of(x)
+    N, C, H, W = x.shape
+    out = xp.zeros((N, C, H * sh, W * sw), dtype=x.dtype)
+    for n in range(N):
+        for c in range(C):
+            for h in range(H):
+                for w in range(W):
+                    out[n, c, h * sh, w * sw] = x[n, c, h, w]
+    return out
+
+
+# ----- nearest-neighbour resize ----------------------------------------------------
+
+
+def upsample_nearest2d_forward(x, size):
+    """Nearest-neighbour resize to ``size``: out[ho, wo] = x[floor(ho*H/H_out), floor(wo*W/W_out)].
+
+    :param x: input (N, C, H, W), floating point.
+    :param size: int or (H_out, W_out).
+    :returns: ``(out, cache)``, out (N, C, H_out, W_out).
+    """
+    _check_input(x)
+    H_out, W_out = pair(size, "size", minimum=1)
+    xp = xp_of(x)
+    H, W = x.shape[2:]
+    src_h = (xp.arange(H_out, dtype=xp.int64) * H) // H_out  # exact integer floor
+    src_w = (xp.arange(W_out, dtype=xp.int64) * W) // W_out
+    out = x[:, :, src_h[:, None], src_w[None, :]]
+    return out, (src_h, src_w, x.shape)
+
+
+def upsample_nearest2d_backward(dout, cache):
+    """dx[h, w] = sum of dout over the output pixels that copied (h, w).
+
+    :param dout: (N, C, H_out, W_out).
+    :param cache: from ``upsample_nearest2d_forward``.
+    :returns: dx (N, C, H, W).
+    """
+    src_h, src_w, x_shape = cache
+    xp = xp_of(dout)
+    N, C, H, W = x_shape
+    source = (src_h[:, None] * W + src_w[None, :]).reshape(1, -1)  # flat source of each output
+    plane_start = (xp.arange(N * C, dtype=xp.int64) * (H * W)).reshape(-1, 1)
+    dx = xp.zeros(x_shape, dtype=dout.dtype)
+    scatter_add(dx, plane_start + source, dout)
+    return dx
+
+
+def upsample_nearest2d_naive(x, size):
+    """Nearest-neighbour resize by a loop over the output pixels."""
+    _check_input(x)
+    H_out, W_out = pair(size, "size", minimum=1)
+    xp = xp_of(x)
+    N, C, H, W = x.shape
+    out = xp.zeros((N, C, H_out, W_out), dtype=x.dtype)
+    for ho in range(H_out):
+        for wo in range(W_out):
+            out[:, :, ho, wo] = x[:, :, ho * H // H_out, wo * W // W_out]
+    return out
+
+
+# ----- bilinear resize -------------------------------------------------------------
+
+
+def bilinear_resize2d_forward(x, size, align_corners=False):
+    """Bilinear resize as Y = A_h X A_w^T on every plane (see the module docstring).
+
+    :param x: input (N, C, H, W), floating point.
+    :param size: int or (H_out, W_out).
+    :param align_corners: False: pixel centres, src = (d + 0.5) in/out - 0.5
+        clamped at 0; True: corner pixels align, src = d (in - 1)/(out - 1).
+    :returns: ``(out, cache)``, out (N, C, H_out, W_out); the cache holds A_h, A_w.
+    """
+    _check_input(x)
+    H_out, W_out = pair(size, "size", minimum=1)
+    _check_bool(align_corners, "align_corners")
+    xp = xp_of(x)
+    H, W = x.shape[2:]
+    # BEGIN SOLUTION bilinear_resize2d_forward
+    matrices = []
+    for n_in, n_out in ((H, H_out), (W, W_out)):
+        dst = xp.arange(n_out, dtype=x.dtype)
+        if align_corners:
+            src = dst * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+        else:
+            src = xp.maximum((dst + 0.5) * (n_in / n_out) - 0.5, 0.0)
+        i0 = xp.floor(src)
+        lam = src - i0  # weight of the right/lower neighbour
+        i0 = xp.minimum(i0.astype(xp.int64), n_in - 1)
+        i1 = xp.minimum(i0 + 1, n_in - 1)  # past the edge both taps are the last pixel
+        A = xp.zeros((n_out, n_in), dtype=x.dtype)
+        rows = xp.arange(n_out)
+        A[rows, i0] += 1 - lam  # one entry per row in each statement: no repeated writes
+        A[rows, i1] += lam
+        matrices.append(A)
+    A_h, A_w = matrices
+    out = A_h @ x @ A_w.T
+    # END SOLUTION
+    return out, (A_h, A_w)
+
+
+def bilinear_resize2d_backward(dout, cache):
+    """dx = A_h^T dout A_w, the transposed resize.
+
+    :param dout: (N, C, H_out, W_out).
+    :param cache: (A_h, A_w) from ``bilinear_resize2d_forward``.
+    :returns: dx (N, C, H, W).
+    """
+    A_h, A_w = cache
+    # BEGIN SOLUTION bilinear_resize2d_backward
+    dx = A_h.T @ dout @ A_w
+    # END SOLUTION
+    return dx
+
+
+def _source_taps(d, n_in, n_out, align_corners):
+    """(i0, i1, lambda) of output position d along one axis, in plain Python numbers."""
+    if align_corners:
+        src = d * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    else:
+        src = max((d + 0.5) * n_in / n_out - 0.5, 0.0)
+    i0 = int(src)  # src >= 0, so int() is floor()
+    lam = src - i0
+    i0 = min(i0, n_in - 1)
+    return i0, min(i0 + 1, n_in - 1), lam
+
+
+def bilinear_resize2d_naive(x, size, align_corners=False):
+    """Bilinear resize by a loop over output pixels, four weighted taps each."""
+    _check_input(x)
+    H_out, W_out = pair(size, "size", minimum=1)
+    _check_bool(align_corners, "align_corners")
+    xp = xp_of(x)
+    N, C, H, W = x.shape
+    out = xp.zeros((N, C, H_out, W_out), dtype=x.dtype)
+    for ho in range(H_out):
+        y0, y1, ly = _source_taps(ho, H, H_out, align_corners)
+        for wo in range(W_out):
+            z0, z1, lz = _source_taps(wo, W, W_out, align_corners)
+            out[:, :, ho, wo] = (
+                (1 - ly) * (1 - lz) * x[:, :, y0, z0]
+                + (1 - ly) * lz * x[:, :, y0, z1]
+                + ly * (1 - lz) * x[:, :, y1, z0]
+                + ly * lz * x[:, :, y1, z1]
+            )
+    return out
