@@ -1,0 +1,132 @@
+"""The ``tinyseg`` command: demo, homework list/build/grade, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tinyseg import homework
+from tinyseg.cli import build_parser, main
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("tinyseg: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# ----- demo -----
+
+
+def test_demo_writes_metrics_and_picture(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TINYSEG_FAST", "1")  # 30 steps instead of 300, same code path
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 30 and metrics["model"] == "edge_conv"
+    assert metrics["gradcheck_conv2d"] and metrics["gradcheck_conv_transpose2d"]
+    assert metrics["final_loss"] < 0.5 * metrics["initial_loss"]
+    assert (out / "predictions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "gradcheck" in printed and "learned kernel" in printed and "loss" in printed
+
+
+def test_demo_learns_the_kernel_with_more_steps(tmp_path):
+    from tinyseg.cli import run_demo
+
+    metrics = run_demo(tmp_path, steps=150, log=lambda *_: None)
+    assert metrics["kernel_max_abs_error"] < 0.05
+    assert metrics["final_loss"] < 1e-3 * metrics["initial_loss"]
+
+
+def test_demo_parser_takes_steps_and_rejects_bad_values(capsys):
+    args = build_parser().parse_args(["demo", "--steps", "5", "--out", "x"])
+    assert (args.steps, args.out, args.device) == (5, "x", "cpu")
+    assert main(["demo", "--steps", "0"]) == 2
+    assert "--steps" in _error_line(capsys)
+    assert main(["demo", "--device", "tpu"]) == 2
+    assert "--device" in _error_line(capsys)
+
+
+# ----- homework -----
+
+
+def test_homework_list(capsys):
+    assert main(["homework", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "im2col" in out and "col2im" in out and "tinyseg/ops/conv.py:col2im" in out
+
+
+def test_homework_build_via_main(tmp_path, capsys):
+    out = tmp_path / "hw"
+    assert main(["homework", "build", str(out), "--tasks", "col2im"]) == 0
+    assert "1 task(s)" in capsys.readouterr().out
+    assert "# TODO(col2im)" in (out / "tinyseg" / "ops" / "conv.py").read_text()
+    assert json.loads((out / homework.MANIFEST).read_text())["tasks"] == ["col2im"]
+
+    assert main(["homework", "build", str(out)]) == 2  # not empty
+    assert "not empty" in _error_line(capsys)
+    assert main(["homework", "build", str(out), "--tasks", "im2col", "--overwrite"]) == 0
+    text = (out / "tinyseg" / "ops" / "conv.py").read_text()
+    assert "# TODO(im2col)" in text and "# TODO(col2im)" not in text
+
+
+def test_homework_build_unknown_task(tmp_path, capsys):
+    assert main(["homework", "build", str(tmp_path / "hw"), "--tasks", "col2im", "nope"]) == 2
+    line = _error_line(capsys)
+    assert "nope" in line and "valid tasks" in line and "im2col" in line
+    assert not (tmp_path / "hw").exists()
+
+
+def test_homework_grade_via_main(tmp_path, capsys):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_one.py").write_text(
+        "import pytest\n\n"
+        '@pytest.mark.task("one")\ndef test_ok():\n    pass\n\n'
+        '@pytest.mark.task("one")\ndef test_not_ok():\n    assert False\n'
+    )
+    from pathlib import Path
+
+    conftest = Path(homework.default_root()) / "tests" / "conftest.py"
+    (tmp_path / "tests" / "conftest.py").write_text(conftest.read_text())
+    assert main(["homework", "grade", str(tmp_path)]) == 1  # some tests failed
+    out = capsys.readouterr().out
+    assert "one" in out and "5.0" in out and "test_not_ok" in out
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        ([], "COMMAND"),
+        (["bogus"], "invalid choice"),
+        (["homework"], "ACTION"),
+        (["homework", "build"], "OUT"),
+        (["homework", "build", "x", "--bogus"], "--bogus"),
+        (["homework", "grade", "/no/such/folder"], "/no/such/folder"),
+    ],
+)
+def test_errors_are_one_line_with_status_2(argv, needle, capsys):
+    assert main(argv) == 2
+    assert needle in _error_line(capsys)
+
+
+def test_help_exits_0(capsys):
+    assert main(["--help"]) == 0
+    assert "homework" in capsys.readouterr().out
+
+
+def test_module_entry_point_exit_status():
+    proc = subprocess.run(
+        [sys.executable, "-m", "tinyseg.cli", "homework", "grade", "/no/such/folder"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "tinyseg: error: no such folder: /no/such/folder"
