@@ -62,8 +62,8 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+        if not 0.0 <= p < 1.0:  # p = 1 would scale the survivors by 1/0
+            raise ValueError(f"p must be a probability in [0, 1), got {p!r}")
         self.p = p
 
     def forward(self, x):

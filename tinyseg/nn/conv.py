@@ -65,17 +65,7 @@ class Conv2d(Module):
                         self.groups)
 
     def extra_repr(self):
-        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, " \
-               f"stride={self.stride}"
-        if self.padding != (0, 0):
-            text += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            text += f", dilation={self.dilation}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        return text
+        return _describe(self, padding=(0, 0), dilation=(1, 1), groups=1)
 
 
 class ConvTranspose2d(Module):
@@ -123,19 +113,21 @@ class ConvTranspose2d(Module):
                                   self.output_padding, self.groups, self.dilation)
 
     def extra_repr(self):
-        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, " \
-               f"stride={self.stride}"
-        if self.padding != (0, 0):
-            text += f", padding={self.padding}"
-        if self.output_padding != (0, 0):
-            text += f", output_padding={self.output_padding}"
-        if self.dilation != (1, 1):
-            text += f", dilation={self.dilation}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        if self.init != "kaiming":
-            text += f", init={self.init!r}"
-        return text
+        return _describe(
+            self, padding=(0, 0), output_padding=(0, 0), dilation=(1, 1), groups=1, init="kaiming"
+        )
 
+
+def _describe(layer, **defaults):
+    """A conv layer's repr: sizes and stride, then each setting that is not its default."""
+    text = (
+        f"{layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, "
+        f"stride={layer.stride}"
+    )
+    for name, default in defaults.items():
+        value = getattr(layer, name)
+        if value != default:
+            text += f", {name}={value!r}"
+    if layer.bias is None:
+        text += ", bias=False"
+    return text
