@@ -12,10 +12,10 @@ import numpy
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from opcheck import assert_backward_matches, random_like
 
 import tinyseg as ts
 import tinyseg.functional as F
-from tests.opcheck import assert_backward_matches, random_like
 from tinyseg.ops.conv import (
     col2im,
     conv2d_backward,
