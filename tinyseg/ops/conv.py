@@ -482,7 +482,7 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, pad=0, output_padding=0, di
     if b is not None:
         out += b.reshape(1, C_out, 1, 1)
     # END SOLUTION
-    cache = (x, w, b is not None, (N, C_in, H, W), stride, pad, dilation, G)
+    cache = (x, w, b is not None, (N, C_in, H, W), (H_out, W_out), stride, pad, dilation, G)
     return out, cache
 
 
@@ -493,13 +493,16 @@ def conv_transpose2d_backward(dout, cache):
     :param cache: what ``conv_transpose2d_forward`` returned
     :return: ``(dx, dw, db)``; db is None when the forward had no bias
     """
-    x, w, has_bias, x_shape, stride, pad, dilation, G = cache
+    x, w, has_bias, x_shape, (H_out, W_out), stride, pad, dilation, G = cache
     N, C_in, H, W = x_shape
     _, C_out_g, kh, kw = w.shape
     C_out = C_out_g * G
     check_ndim(dout, 4, "dout", "(N, C_out, H_out, W_out)")
-    if dout.shape[:2] != (N, C_out):
-        raise ValueError(f"dout must have the shape of conv_transpose2d's output, got {dout.shape}")
+    if dout.shape != (N, C_out, H_out, W_out):
+        raise ValueError(
+            f"dout must have conv_transpose2d's output shape {(N, C_out, H_out, W_out)}, "
+            f"got {dout.shape}"
+        )
     K = C_out_g * kh * kw
     L = x.shape[2] * x.shape[3]  # x as padded in the forward, if it was
     # BEGIN SOLUTION conv_transpose2d_backward
