@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 
+from . import backend
 from .autograd import Tensor, no_grad
 from .backend import xp_of
 
@@ -76,6 +77,60 @@ class Optimizer:
 
     def defaults(self) -> dict:
         return {"lr": self.lr}
+
+    # ----- saving and resuming ------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to resume: the hyperparameters and each parameter's buffers.
+
+        ``{"type": "Adam", "defaults": {"lr": ..., ...}, "state": [{...}, ...]}``
+        with one dict per parameter, in ``params`` order, holding raw arrays
+        (momentum buffers, moments; the optimiser's own, not copies) and
+        ints (step counts). ``tinyseg.engine`` stores the arrays in the
+        checkpoint's ``.npz`` and the rest in its JSON config.
+        """
+        return {
+            "type": type(self).__name__,
+            "defaults": dict(self.defaults()),
+            "state": [dict(s) for s in self.state],
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore what ``state_dict()`` returned, moving arrays to each parameter's device.
+
+        :raises ValueError: the state is from another optimiser type or has a
+            different number of parameters, or a buffer's shape differs.
+        """
+        kind = state_dict.get("type")
+        if kind != type(self).__name__:
+            raise ValueError(
+                f"optimizer state is for {kind!r}, cannot load it into {type(self).__name__}"
+            )
+        states = state_dict["state"]
+        if len(states) != len(self.params):
+            raise ValueError(
+                f"optimizer state has {len(states)} parameter entries, this "
+                f"{type(self).__name__} has {len(self.params)} parameters"
+            )
+        restored = []
+        for i, (p, entry) in enumerate(zip(self.params, states)):
+            own = {}
+            for key, value in entry.items():
+                if hasattr(value, "shape") and hasattr(value, "dtype") and value.ndim > 0:
+                    if tuple(value.shape) != tuple(p.data.shape):
+                        raise ValueError(
+                            f"optimizer state[{i}][{key!r}] has shape {tuple(value.shape)}, "
+                            f"parameter {i} has shape {tuple(p.data.shape)}"
+                        )
+                    value = backend.to_device(value, backend.device_of(p.data))
+                    value = value.astype(p.data.dtype, copy=True)
+                elif hasattr(value, "item"):  # a 0-d array (a step count read back)
+                    value = value.item()
+                own[key] = value
+            restored.append(own)
+        for key, value in state_dict.get("defaults", {}).items():
+            if hasattr(self, key):
+                setattr(self, key, tuple(value) if isinstance(value, list) else value)
+        self.state = restored
 
 
 def _check_nonnegative(name, value):
@@ -200,6 +255,25 @@ class LRScheduler:
     def get_last_lr(self) -> list[float]:
         """The learning rate in use, as a one-element list (torch's format, one per group)."""
         return [self._last_lr]
+
+    def state_dict(self) -> dict:
+        """The schedule's position and settings, as plain JSON-able numbers."""
+        return {
+            key: value
+            for key, value in vars(self).items()
+            if key != "optimizer" and isinstance(value, (int, float, str, bool))
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore ``state_dict()``'s values (all, or some, e.g. only ``last_epoch``).
+
+        The learning rate is then recomputed from the closed form ``get_lr()``
+        and set on the optimiser.
+        """
+        for key, value in state_dict.items():
+            if key != "_last_lr":
+                setattr(self, key, value)
+        self._last_lr = self.optimizer.lr = self.get_lr()
 
 
 class StepLR(LRScheduler):

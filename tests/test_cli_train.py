@@ -1,0 +1,183 @@
+"""`tinyseg train`, `eval` and `predict` end to end, on tiny settings, and their errors.
+
+The demo's run is tested in tests/test_cli.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy
+import pytest
+from PIL import Image
+
+from tinyseg import backend
+from tinyseg.cli import build_parser, main
+from tinyseg.models import MODELS
+
+TINY = ["--epochs", "1", "--batch-size", "4", "--image-size", "32", "--train-images", "4",
+        "--val-images", "4", "--no-progress"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("tinyseg: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A U-Net trained for one tiny epoch: its output folder."""
+    out = tmp_path_factory.mktemp("unet")
+    assert main(["train", "unet", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_train_writes_the_four_files(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    for key in ("miou", "pixel_accuracy", "dice", "per_class_iou", "train_seconds", "epochs",
+                "model"):
+        assert key in metrics, key
+    assert metrics["model"] == "unet" and metrics["epochs"] == 1
+    assert metrics["image_size"] == 32 and metrics["train_images"] == 4
+    assert (trained / "predictions.png").read_bytes()[:8] == PNG
+    assert (trained / "history.csv").read_text().startswith("epoch,train_loss,val_loss,miou")
+    assert (trained / "checkpoint.npz").stat().st_size > 0
+
+
+@pytest.mark.parametrize("model", [m for m in MODELS if m != "unet"])
+def test_every_model_trains_from_the_command_line(model, tmp_path, capsys):
+    assert main(["train", model, "--out", str(tmp_path), *TINY]) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["model"] == model
+    assert "mIoU" in capsys.readouterr().out
+
+
+def test_train_default_out_is_runs_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "fcn32s", *TINY]) == 0
+    assert (tmp_path / "runs" / "fcn32s" / "metrics.json").exists()
+
+
+def test_train_on_a_voc_folder(tmp_path):
+    from tinyseg.data import ShapesDataset, export_voc
+
+    root = export_voc(tmp_path / "voc", {
+        "train": ShapesDataset("train", num_images=4, size=32),
+        "val": ShapesDataset("val", num_images=2, size=32),
+    })
+    out = tmp_path / "run"
+    assert main(["train", "segnet", "--data", str(root), "--out", str(out), *TINY]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"] == str(root) and metrics["val_images"] == 2
+    assert metrics["classes"] == ["background", "square", "circle", "triangle"]
+
+
+def test_train_resume(trained, tmp_path):
+    out = tmp_path / "more"
+    argv = ["train", "unet", "--out", str(out), "--resume", str(trained / "checkpoint.npz"),
+            *TINY, "--epochs", "2"]  # the last --epochs wins
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 2
+    assert (out / "history.csv").read_text().count("\n") == 3  # header + 2 epochs
+
+
+def test_eval_prints_and_writes_the_same_scores(trained, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = ["eval", "unet", "--checkpoint", str(trained / "checkpoint.npz"), "--out", str(out),
+            "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "mIoU" in printed and "pixel accuracy" in printed and "square" in printed
+    evaluated = json.loads((out / "metrics.json").read_text())
+    trained_metrics = json.loads((trained / "metrics.json").read_text())
+    assert evaluated["miou"] == pytest.approx(trained_metrics["miou"])
+    assert evaluated["model"] == "unet" and evaluated["epochs"] == 1
+
+
+def test_predict_writes_mask_and_overlay(trained, tmp_path, capsys):
+    rng = numpy.random.default_rng(0)
+    paths = []
+    for name, size in (("a.png", (40, 50)), ("b.jpg", (32, 32))):
+        path = tmp_path / name
+        Image.fromarray(rng.integers(0, 255, size + (3,), dtype=numpy.uint8)).save(path)
+        paths.append(str(path))
+    out = tmp_path / "pred"
+    argv = ["predict", "unet", "--checkpoint", str(trained / "checkpoint.npz"), *paths,
+            "--out", str(out)]
+    assert main(argv) == 0
+    mask = Image.open(out / "a_mask.png")
+    assert mask.mode == "P" and mask.size == (50, 40)
+    assert numpy.asarray(mask).max() < 4
+    assert Image.open(out / "a_overlay.png").size == (50, 40)
+    assert (out / "b_mask.png").exists() and (out / "b_overlay.png").exists()
+    assert "a_mask.png" in capsys.readouterr().out
+
+
+def test_train_parser_defaults():
+    args = build_parser().parse_args(["train", "deeplab"])
+    assert (args.model, args.data, args.out, args.seed, args.device) == (
+        "deeplab", "shapes", None, 0, "cpu")
+    assert args.epochs is None and args.lr is None and args.batch_size is None
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train"], "MODEL"),
+        (["train", "resnet"], "invalid choice: 'resnet'"),
+        (["train", "unet", "--epochs", "x"], "--epochs"),
+        (["train", "unet", "--batch-size", "0"], "--batch-size"),
+        (["train", "unet", "--lr", "-1"], "--lr"),
+        (["train", "unet", "--bogus"], "--bogus"),
+        (["train", "unet", "--device", "tpu"], "--device"),
+        (["train", "unet", "--data", "/no/such/folder", *TINY], "/no/such/folder"),
+        (["train", "unet", "--resume", "/no/such.npz", *TINY], "/no/such.npz"),
+        (["eval", "unet"], "--checkpoint"),
+        (["eval", "unet", "--checkpoint", "/no/such.npz"], "not found: /no/such.npz"),
+        (["predict", "unet", "--checkpoint", "/no/such.npz", "x.png"], "/no/such.npz"),
+        (["predict", "unet", "--checkpoint", "x.npz"], "IMAGE"),
+        (["demo", "--epochs", "0"], "--epochs"),
+    ],
+)
+def test_errors_are_one_line_with_status_2(argv, needle, capsys):
+    assert main(argv) == 2
+    assert needle in _error_line(capsys)
+
+
+def test_checkpoint_of_another_model_is_refused(trained, tmp_path, capsys):
+    checkpoint = str(trained / "checkpoint.npz")
+    assert main(["eval", "fcn8s", "--checkpoint", checkpoint]) == 2
+    assert "holds a 'unet' model, not 'fcn8s'" in _error_line(capsys)
+    image = tmp_path / "x.png"
+    Image.fromarray(numpy.zeros((8, 8, 3), numpy.uint8)).save(image)
+    assert main(["predict", "segnet", "--checkpoint", checkpoint, str(image)]) == 2
+    assert "holds a 'unet' model, not 'segnet'" in _error_line(capsys)
+    argv = ["train", "deeplab", "--resume", checkpoint, "--out", str(tmp_path / "r"), *TINY]
+    assert main(argv) == 2
+    assert "holds a 'unet' model, not 'deeplab'" in _error_line(capsys)
+
+
+def test_bad_files_are_one_line_errors(trained, tmp_path, capsys):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    assert main(["eval", "unet", "--checkpoint", str(junk)]) == 2
+    assert "junk.npz" in _error_line(capsys)
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    argv = ["predict", "unet", "--checkpoint", str(trained / "checkpoint.npz"), str(text)]
+    assert main(argv) == 2
+    assert "notes.png" in _error_line(capsys)
+    assert main(["predict", "unet", "--checkpoint", str(trained / "checkpoint.npz"),
+                 str(tmp_path / "missing.png")]) == 2
+    assert "missing.png" in _error_line(capsys)
+
+
+@pytest.mark.skipif(backend.gpu_available(), reason="a GPU is here")
+def test_gpu_without_gpu_is_a_one_line_error(capsys):
+    assert main(["train", "unet", "--device", "gpu", *TINY]) == 2
+    assert "--device gpu" in _error_line(capsys)

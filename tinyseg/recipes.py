@@ -1,0 +1,116 @@
+"""Default training recipes: one per model, the settings ``tinyseg train MODEL`` uses.
+
+A recipe is everything about a run except the code: how long to train, on how
+many images of which size, with which optimiser, schedule, augmentation and
+loss. Command-line flags override single fields (``--epochs``, ``--lr``, ...);
+``Recipe.to_dict()`` is stored in the checkpoint, so a saved run says exactly
+how it was made.
+
+Each default is meant to reach its model's quality target on the built-in
+shapes data within 5 minutes on a 2-core CPU (see ``benchmarks/segmentation.py``).
+
+``TINYSEG_FAST=1`` (set in CI and by the tests) shrinks the recipe, fewer epochs
+and images, but keeps every other setting, so the same code path runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+from .models import check_model_name
+
+
+@dataclass
+class Recipe:
+    """The settings of one training run.
+
+    :ivar model: registry name (``unet``, ``fcn8s``, ...).
+    :ivar model_options: extra constructor arguments for the model (widths, modes).
+    :ivar epochs: passes over the training images.
+    :ivar batch_size: images per step.
+    :ivar lr: the peak learning rate (the cosine schedule starts there).
+    :ivar optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (SGD uses ``momentum``, Nesterov).
+    :ivar momentum: SGD momentum.
+    :ivar weight_decay: L2 penalty (decoupled for AdamW).
+    :ivar schedule: ``"cosine"`` (to ``lr * min_lr_ratio`` at the last epoch) or ``"constant"``.
+    :ivar min_lr_ratio: the final learning rate as a fraction of ``lr``.
+    :ivar image_size: side of the square synthetic images (built-in data).
+    :ivar train_images: training images drawn from the synthetic scenes.
+    :ivar val_images: validation images (the val split, disjoint from train).
+    :ivar augment: random flip and scale-crop on the training images.
+    :ivar dice_weight: the loss is ``cross_entropy + dice_weight * dice_loss`` (0: CE only).
+    :ivar ignore_index: the label left out of the loss and the metrics.
+    :ivar num_classes: classes including background (4 for the shapes scenes).
+    """
+
+    model: str
+    model_options: dict = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 3e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.02
+    image_size: int = 64
+    train_images: int = 1000
+    val_images: int = 200
+    augment: bool = True
+    dice_weight: float = 0.0
+    ignore_index: int = 255
+    num_classes: int = 4
+
+    def to_dict(self) -> dict:
+        """A JSON-able copy (the checkpoint's ``"recipe"`` entry)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Recipe:
+        """Rebuild from ``to_dict()``; unknown keys (from newer versions) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def replace(self, **changes) -> Recipe:
+        """A copy with some fields changed; ``None`` values leave a field as it is."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+# Initial guesses; benchmarks/segmentation.py measures them against the targets.
+_DEFAULTS = {
+    "unet": dict(epochs=12, batch_size=16, lr=3e-3, optimizer="adam", dice_weight=0.5),
+    "segnet": dict(epochs=12, batch_size=16, lr=3e-3, optimizer="adam"),
+    "deeplab": dict(epochs=12, batch_size=16, lr=3e-3, optimizer="adam"),
+    "fcn8s": dict(epochs=12, batch_size=16, lr=2e-3, optimizer="adam"),
+    "fcn16s": dict(epochs=12, batch_size=16, lr=2e-3, optimizer="adam"),
+    "fcn32s": dict(epochs=12, batch_size=16, lr=2e-3, optimizer="adam"),
+}
+
+# What TINYSEG_FAST=1 changes: a smoke-test-sized run of the same recipe.
+FAST = dict(epochs=2, train_images=64, val_images=16)
+
+
+def fast_mode() -> bool:
+    """True when the environment variable ``TINYSEG_FAST`` is ``1``."""
+    return os.environ.get("TINYSEG_FAST") == "1"
+
+
+def default_recipe(model: str, fast: bool | None = None) -> Recipe:
+    """The default recipe of ``model``; shrunk as ``FAST`` says when ``fast`` (default: env).
+
+    :raises ValueError: an unknown model name (the message lists the valid ones).
+    """
+    check_model_name(model)
+    recipe = Recipe(model=model, **_DEFAULTS[model])
+    if fast is None:
+        fast = fast_mode()
+    if fast:
+        recipe = recipe.replace(**{k: min(v, getattr(recipe, k)) for k, v in FAST.items()})
+    return recipe
+
+
+RECIPES = tuple(_DEFAULTS)
+
+__all__ = ["FAST", "RECIPES", "Recipe", "default_recipe", "fast_mode"]

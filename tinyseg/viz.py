@@ -1,0 +1,225 @@
+"""Pictures of segmentations: coloured label maps, overlays, prediction grids, training curves.
+
+Everything here works on host numpy arrays and draws with matplotlib's Agg
+backend (no display needed), so it runs the same in a terminal, in CI and in
+a notebook.
+
+* ``colorize(labels)``: a label map (H, W) -> an RGB picture (H, W, 3) uint8,
+  one fixed colour per class from ``PALETTE``: background black, the ignore
+  label 255 white.
+* ``overlay(image, labels)``: the label colours blended over the image, the
+  background left untouched.
+* ``predictions_figure`` / ``save_predictions``: a grid with one column per
+  image and three rows, image / ground truth / prediction (``predictions.png``).
+* ``plot_history``: loss and mIoU per epoch from ``history.csv``.
+* ``save_mask_png``: a label map as a palette ("P" mode) PNG, whose pixel
+  values are the labels themselves (readable back as labels, shown in colour).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+IGNORE_COLOR = (255, 255, 255)
+
+# Background black, then well-separated bright colours (class 1, 2, ...); repeats after 20.
+_COLORS = [
+    (0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
+    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
+]
+
+
+def _make_palette():
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for i in range(1, 255):
+        palette[i] = _COLORS[1 + (i - 1) % (len(_COLORS) - 1)]
+    palette[255] = IGNORE_COLOR
+    return palette
+
+
+#: (256, 3) uint8: the colour of each label value (0 black, 255 = ignore white).
+PALETTE = _make_palette()
+
+
+def _as_labels(labels):
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be a label map (H, W), got shape {labels.shape}")
+    if labels.dtype.kind not in "iub":
+        raise TypeError(f"labels must hold integers, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError("labels must lie in 0..255")
+    return labels.astype(np.intp)
+
+
+def _as_hwc(image):
+    """(3, H, W) or (H, W, 3) float in [0, 1] (or uint8) -> (H, W, 3) float in [0, 1]."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[0] in (1, 3):  # tinyseg's layout first: (C, H, W)
+        image = image.transpose(1, 2, 0)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise ValueError(f"image must be (3, H, W) or (H, W, 3), got shape {image.shape}")
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    return np.clip(image.astype(np.float32), 0.0, 1.0)
+
+
+def colorize(labels, palette=None):
+    """Label map (H, W) -> RGB uint8 (H, W, 3) with ``palette[label]`` (default ``PALETTE``)."""
+    palette = PALETTE if palette is None else np.asarray(palette, dtype=np.uint8)
+    return palette[_as_labels(labels)]
+
+
+def overlay(image, labels, alpha: float = 0.5, palette=None):
+    """Blend the class colours over ``image``; background (0) pixels keep the image.
+
+    :param image: (3, H, W) or (H, W, 3), float in [0, 1] or uint8.
+    :param labels: (H, W) integer labels.
+    :param alpha: weight of the colour where a class is.
+    :returns: (H, W, 3) float32 in [0, 1].
+    """
+    image = _as_hwc(image)
+    labels = _as_labels(labels)
+    if image.shape[:2] != labels.shape:
+        raise ValueError(f"image is {image.shape[:2]} but labels is {labels.shape}")
+    colours = colorize(labels, palette).astype(np.float32) / 255.0
+    weight = np.where(labels > 0, alpha, 0.0)[..., None].astype(np.float32)
+    return (1.0 - weight) * image + weight * colours
+
+
+def _center_crop(array, h, w):
+    H, W = array.shape[-2:]
+    top, left = (H - h) // 2, (W - w) // 2
+    return array[..., top : top + h, left : left + w]
+
+
+def predictions_figure(images, targets, preds, classes=None, title=None):
+    """A matplotlib Figure: one column per image; rows image, ground truth, prediction.
+
+    :param images: (N, 3, H, W) float in [0, 1].
+    :param targets: (N, H, W) labels (255 = ignore, drawn white).
+    :param preds: (N, h, w) predicted labels; when smaller than the images (a
+        valid-padding model) the images and targets are cut to their centre.
+    :param classes: class names, for the legend.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    images, targets, preds = np.asarray(images), np.asarray(targets), np.asarray(preds)
+    n = len(images)
+    if n == 0:
+        raise ValueError("predictions_figure needs at least one image")
+    h, w = preds.shape[-2:]
+    images, targets = _center_crop(images, h, w), _center_crop(targets, h, w)
+    fig, axes = plt.subplots(3, n, figsize=(1.9 * n + 0.4, 6.2), squeeze=False)
+    for j in range(n):
+        panels = [_as_hwc(images[j]), colorize(targets[j]), colorize(preds[j])]
+        for i, panel in enumerate(panels):
+            ax = axes[i, j]
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for i, name in enumerate(["image", "ground truth", "prediction"]):
+        axes[i, 0].set_ylabel(name)
+    if classes:
+        handles = [Patch(color=PALETTE[k] / 255.0, label=name)
+                   for k, name in enumerate(classes) if k > 0]
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.05 if classes else 0, 1, 1))
+    return fig
+
+
+def save_predictions(path, model, dataset, classes=None, device: str = "cpu", n: int = 6,
+                     title=None) -> Path:
+    """Predict the first ``n`` samples of ``dataset``; save their ``predictions_figure``."""
+    import matplotlib.pyplot as plt
+
+    from .engine import predict
+
+    n = min(n, len(dataset))
+    samples = [dataset[i] for i in range(n)]
+    images = np.stack([s["image"] for s in samples])
+    targets = np.stack([s["mask"] for s in samples])
+    preds = predict(model, images, device=device)
+    fig = predictions_figure(images, targets, preds, classes=classes, title=title)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return Path(path)
+
+
+def read_history(path) -> list[dict]:
+    """Rows of ``history.csv`` with numbers parsed (empty cells become None)."""
+    rows = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            rows.append({k: (float(v) if v not in ("", None) else None) for k, v in row.items()})
+    return rows
+
+
+def plot_history(history, path=None):
+    """Training curves: losses (left) and val mIoU / pixel accuracy (right) per epoch.
+
+    :param history: a ``history.csv`` path or a list of row dicts.
+    :param path: where to save the figure (None: just return it).
+    :returns: the matplotlib Figure.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_history(history) if isinstance(history, (str, Path)) else list(history)
+    epochs = [r["epoch"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for key in ("train_loss", "val_loss"):
+        values = [r.get(key) for r in rows]
+        if any(v is not None for v in values):
+            left.plot(epochs, [np.nan if v is None else v for v in values], "o-", label=key)
+    left.set_xlabel("epoch")
+    left.set_ylabel("loss")
+    left.legend()
+    for key in ("miou", "pixel_accuracy"):
+        values = [r.get(key) for r in rows]
+        if any(v is not None for v in values):
+            right.plot(epochs, [np.nan if v is None else v for v in values], "o-", label=key)
+    right.set_xlabel("epoch")
+    right.set_ylim(0, 1)
+    right.legend()
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+    return fig
+
+
+def save_mask_png(path, labels) -> Path:
+    """Write a label map as a palette PNG: pixel value = label, shown in ``PALETTE`` colours."""
+    from PIL import Image
+
+    labels = _as_labels(labels).astype(np.uint8)
+    image = Image.fromarray(labels)  # mode "L"; putpalette turns it into "P", values kept
+    image.putpalette(PALETTE.reshape(-1).tolist())
+    image.save(path)
+    return Path(path)
+
+
+def save_image(path, image) -> Path:
+    """Save an (H, W, 3) or (3, H, W) float [0, 1] image as PNG."""
+    from PIL import Image
+
+    Image.fromarray((_as_hwc(image) * 255.0 + 0.5).astype(np.uint8)).save(path)
+    return Path(path)
