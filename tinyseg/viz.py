@@ -1,8 +1,8 @@
 """Pictures of segmentations: coloured label maps, overlays, prediction grids, training curves.
 
-Everything here works on host numpy arrays and draws with matplotlib's Agg
-backend (no display needed), so it runs the same in a terminal, in CI and in
-a notebook.
+Everything here works on host numpy arrays and draws with pyplot, leaving the
+backend alone: inline in a notebook, and matplotlib's own fallback (Agg) on a
+machine with no display, so it runs the same in a terminal, in CI and in class.
 
 * ``colorize(labels)``: a label map (H, W) -> an RGB picture (H, W, 3) uint8,
   one fixed colour per class from ``PALETTE``: background black, the ignore
@@ -111,9 +111,6 @@ def predictions_figure(images, targets, preds, classes=None, title=None):
         valid-padding model) the images and targets are cut to their centre.
     :param classes: class names, for the legend.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
@@ -177,9 +174,6 @@ def plot_history(history, path=None):
     :param path: where to save the figure (None: just return it).
     :returns: the matplotlib Figure.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = read_history(history) if isinstance(history, (str, Path)) else list(history)
