@@ -26,7 +26,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-TARGETS = {"unet": 0.92, "segnet": 0.88, "deeplab": 0.88, "fcn8s": 0.85, "fcn16s": None, "fcn32s": None}
+TARGETS = {
+    "unet": 0.92, "segnet": 0.88, "deeplab": 0.88, "fcn8s": 0.85, "fcn16s": None, "fcn32s": None,
+}
 BUDGET_SECONDS = 300
 
 
