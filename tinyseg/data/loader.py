@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from ..ops.validate import check_int
+
 _STACKED = {"image": np.float32, "mask": np.int64}
 _LISTED = ("boxes", "labels", "instance_masks", "id")
 
@@ -51,14 +53,6 @@ def collate(samples) -> dict:
     return batch
 
 
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 class DataLoader:
     """Iterate a dataset in batches.
 
@@ -78,9 +72,9 @@ class DataLoader:
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(f"dataset must support len() and indexing, got {type(dataset)}")
         self.dataset = dataset
-        self.batch_size = _check_int(batch_size, "batch_size", 1)
+        self.batch_size = check_int(batch_size, "batch_size", 1)
         self.shuffle = bool(shuffle)
-        self.seed = _check_int(seed, "seed", 0)
+        self.seed = check_int(seed, "seed", 0)
         self.drop_last = bool(drop_last)
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable t(sample, rng) or None, got {transform!r}")
@@ -89,7 +83,7 @@ class DataLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentations the next iteration uses."""
-        self.epoch = _check_int(epoch, "epoch", 0)
+        self.epoch = check_int(epoch, "epoch", 0)
 
     def __len__(self) -> int:
         n = len(self.dataset)

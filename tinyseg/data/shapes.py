@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from ..ops.validate import pair
+from ..ops.validate import check_int, pair
 
 CLASSES = ("background", "square", "circle", "triangle")
 
@@ -205,14 +205,6 @@ def render_scene(rng, height: int, width: int, max_objects: int = 4) -> dict:
     }
 
 
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 class ShapesDataset:
     """Synthetic scenes of squares, circles and triangles, drawn on demand.
 
@@ -247,10 +239,10 @@ class ShapesDataset:
         self.split = split
         if num_images is None:
             num_images = _DEFAULT_LENGTH[split]
-        self.num_images = _check_int(num_images, "num_images", 1)
+        self.num_images = check_int(num_images, "num_images", 1)
         self.size = pair(size, "size", minimum=32)
-        self.seed = _check_int(seed, "seed", 0)
-        self.max_objects = _check_int(max_objects, "max_objects", 1)
+        self.seed = check_int(seed, "seed", 0)
+        self.max_objects = check_int(max_objects, "max_objects", 1)
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable t(sample, rng) or None, got {transform!r}")
         self.transform = transform

@@ -40,3 +40,12 @@ def check_float(x, name: str) -> None:
 def check_same_shape(a, b, name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
         raise ValueError(f"{name_b} must have the shape of {name_a} {a.shape}, got {b.shape}")
+
+
+def check_int(value, name: str, minimum: int) -> int:
+    """A whole number (any integer type, not bool) >= minimum, returned as a Python int."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
