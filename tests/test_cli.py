@@ -7,19 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from clicheck import error_line
 
 from tinyseg import homework
 from tinyseg.cli import build_parser, main
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("tinyseg: error: ")
-    assert "Traceback" not in err
-    return lines[0]
-
 
 # ----- demo (a short U-Net run; tests/test_cli_train.py covers it end to end) -----
 
@@ -42,9 +33,9 @@ def test_demo_parser_takes_epochs_and_rejects_bad_values(capsys):
     assert (args.epochs, args.out, args.device, args.seed) == (5, "x", "cpu", 0)
     assert build_parser().parse_args(["demo"]).out == "runs/demo"
     assert main(["demo", "--epochs", "0"]) == 2
-    assert "--epochs" in _error_line(capsys)
+    assert "--epochs" in error_line(capsys)
     assert main(["demo", "--device", "tpu"]) == 2
-    assert "--device" in _error_line(capsys)
+    assert "--device" in error_line(capsys)
 
 
 # ----- homework -----
@@ -64,7 +55,7 @@ def test_homework_build_via_main(tmp_path, capsys):
     assert json.loads((out / homework.MANIFEST).read_text())["tasks"] == ["col2im"]
 
     assert main(["homework", "build", str(out)]) == 2  # not empty
-    assert "not empty" in _error_line(capsys)
+    assert "not empty" in error_line(capsys)
     assert main(["homework", "build", str(out), "--tasks", "im2col", "--overwrite"]) == 0
     text = (out / "tinyseg" / "ops" / "conv.py").read_text()
     assert "# TODO(im2col)" in text and "# TODO(col2im)" not in text
@@ -72,7 +63,7 @@ def test_homework_build_via_main(tmp_path, capsys):
 
 def test_homework_build_unknown_task(tmp_path, capsys):
     assert main(["homework", "build", str(tmp_path / "hw"), "--tasks", "col2im", "nope"]) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert "nope" in line and "valid tasks" in line and "im2col" in line
     assert not (tmp_path / "hw").exists()
 
@@ -106,7 +97,7 @@ def test_homework_grade_via_main(tmp_path, capsys):
 )
 def test_errors_are_one_line_with_status_2(argv, needle, capsys):
     assert main(argv) == 2
-    assert needle in _error_line(capsys)
+    assert needle in error_line(capsys)
 
 
 def test_help_exits_0(capsys):

@@ -9,6 +9,7 @@ import json
 
 import numpy
 import pytest
+from clicheck import error_line
 from PIL import Image
 
 from tinyseg import backend
@@ -18,15 +19,6 @@ from tinyseg.models import MODELS
 TINY = ["--epochs", "1", "--batch-size", "4", "--image-size", "32", "--train-images", "4",
         "--val-images", "4", "--no-progress"]
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("tinyseg: error: ")
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -146,38 +138,38 @@ def test_train_parser_defaults():
 )
 def test_errors_are_one_line_with_status_2(argv, needle, capsys):
     assert main(argv) == 2
-    assert needle in _error_line(capsys)
+    assert needle in error_line(capsys)
 
 
 def test_checkpoint_of_another_model_is_refused(trained, tmp_path, capsys):
     checkpoint = str(trained / "checkpoint.npz")
     assert main(["eval", "fcn8s", "--checkpoint", checkpoint]) == 2
-    assert "holds a 'unet' model, not 'fcn8s'" in _error_line(capsys)
+    assert "holds a 'unet' model, not 'fcn8s'" in error_line(capsys)
     image = tmp_path / "x.png"
     Image.fromarray(numpy.zeros((8, 8, 3), numpy.uint8)).save(image)
     assert main(["predict", "segnet", "--checkpoint", checkpoint, str(image)]) == 2
-    assert "holds a 'unet' model, not 'segnet'" in _error_line(capsys)
+    assert "holds a 'unet' model, not 'segnet'" in error_line(capsys)
     argv = ["train", "deeplab", "--resume", checkpoint, "--out", str(tmp_path / "r"), *TINY]
     assert main(argv) == 2
-    assert "holds a 'unet' model, not 'deeplab'" in _error_line(capsys)
+    assert "holds a 'unet' model, not 'deeplab'" in error_line(capsys)
 
 
 def test_bad_files_are_one_line_errors(trained, tmp_path, capsys):
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a zip")
     assert main(["eval", "unet", "--checkpoint", str(junk)]) == 2
-    assert "junk.npz" in _error_line(capsys)
+    assert "junk.npz" in error_line(capsys)
     text = tmp_path / "notes.png"
     text.write_text("hello")
     argv = ["predict", "unet", "--checkpoint", str(trained / "checkpoint.npz"), str(text)]
     assert main(argv) == 2
-    assert "notes.png" in _error_line(capsys)
+    assert "notes.png" in error_line(capsys)
     assert main(["predict", "unet", "--checkpoint", str(trained / "checkpoint.npz"),
                  str(tmp_path / "missing.png")]) == 2
-    assert "missing.png" in _error_line(capsys)
+    assert "missing.png" in error_line(capsys)
 
 
 @pytest.mark.skipif(backend.gpu_available(), reason="a GPU is here")
 def test_gpu_without_gpu_is_a_one_line_error(capsys):
     assert main(["train", "unet", "--device", "gpu", *TINY]) == 2
-    assert "--device gpu" in _error_line(capsys)
+    assert "--device gpu" in error_line(capsys)

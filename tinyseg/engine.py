@@ -56,6 +56,7 @@ from . import checkpoint as ckpt
 from . import functional as F
 from .autograd import no_grad, tensor
 from .metrics import SegmentationMeter
+from .models.blocks import center_crop
 
 OPTIMIZER_PREFIX = "__optimizer__."
 HISTORY_FIELDS = (
@@ -98,22 +99,6 @@ def batch_to_device(batch: dict, device: str) -> dict:
     if "mask" in batch:
         out["mask"] = backend.to_device(batch["mask"], device)
     return out
-
-
-def center_crop(target, size):
-    """The centre ``size = (h, w)`` window of the last two axes of ``target``.
-
-    For a valid-padding model whose logits are smaller than the input: the
-    label map is cut to the pixels the logits describe (offset ``(H - h) // 2``).
-    """
-    h, w = size
-    H, W = target.shape[-2:]
-    if (h, w) == (H, W):
-        return target
-    if h > H or w > W:
-        raise ValueError(f"center_crop: size {(h, w)} is larger than the map {(H, W)}")
-    top, left = (H - h) // 2, (W - w) // 2
-    return target[..., top : top + h, left : left + w]
 
 
 class SegmentationLoss:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .models.blocks import center_crop
+
 IGNORE_COLOR = (255, 255, 255)
 
 # Background black, then well-separated bright colours (class 1, 2, ...); repeats after 20.
@@ -96,12 +98,6 @@ def overlay(image, labels, alpha: float = 0.5, palette=None):
     return (1.0 - weight) * image + weight * colours
 
 
-def _center_crop(array, h, w):
-    H, W = array.shape[-2:]
-    top, left = (H - h) // 2, (W - w) // 2
-    return array[..., top : top + h, left : left + w]
-
-
 def predictions_figure(images, targets, preds, classes=None, title=None):
     """A matplotlib Figure: one column per image; rows image, ground truth, prediction.
 
@@ -119,7 +115,7 @@ def predictions_figure(images, targets, preds, classes=None, title=None):
     if n == 0:
         raise ValueError("predictions_figure needs at least one image")
     h, w = preds.shape[-2:]
-    images, targets = _center_crop(images, h, w), _center_crop(targets, h, w)
+    images, targets = center_crop(images, (h, w)), center_crop(targets, (h, w))
     fig, axes = plt.subplots(3, n, figsize=(1.9 * n + 0.4, 6.2), squeeze=False)
     for j in range(n):
         panels = [_as_hwc(images[j]), colorize(targets[j]), colorize(preds[j])]

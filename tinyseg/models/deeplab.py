@@ -69,7 +69,8 @@ from __future__ import annotations
 from .. import functional as F
 from ..autograd import cat
 from ..nn import Conv2d, Dropout, Identity, Module, ModuleList, Sequential
-from .segnet import _int_tuple, _positive_int, check_divisible, check_model_input, conv_bn_relu
+from .blocks import check_model_input, conv_bn_relu
+from .segnet import _int_tuple, _positive_int, check_divisible
 
 __all__ = ["ASPP", "DeepLab", "ImagePooling", "default_rates"]
 

@@ -69,32 +69,19 @@ output to accept any size; "same" padding and this rule are simpler.)
 
 from __future__ import annotations
 
-from ..autograd import Tensor
 from ..nn import (
-    BatchNorm2d,
     Conv2d,
     ConvTranspose2d,
     Dropout,
     MaxPool2d,
     Module,
     ModuleList,
-    ReLU,
     Sequential,
     init,
 )
-from ..ops.validate import check_ndim
+from .blocks import check_model_input, conv_bn_relu
 
 _STRIDES = (32, 16, 8)
-
-
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3,
-                 padding: int = 1) -> Sequential:
-    """conv (no bias: BatchNorm's shift replaces it) -> BatchNorm2d -> ReLU."""
-    return Sequential(
-        Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False),
-        BatchNorm2d(out_channels),
-        ReLU(),
-    )
 
 
 def bilinear_upsample(channels: int, factor: int, learnable: bool = True) -> ConvTranspose2d:
@@ -184,10 +171,10 @@ class FCN(Module):
         self.learn_final_upsample = bool(learn_final_upsample)
 
         self.backbone = VGGBackbone(in_channels, self.widths, self.convs)
-        head = [conv_bn_relu(self.widths[4], fc_width, 3, 1)]
+        head = [conv_bn_relu(self.widths[4], fc_width, 3)]
         if dropout > 0:
             head.append(Dropout(dropout))
-        head.append(conv_bn_relu(fc_width, fc_width, 1, 0))
+        head.append(conv_bn_relu(fc_width, fc_width, 1))
         if dropout > 0:
             head.append(Dropout(dropout))
         self.head = Sequential(*head)
@@ -236,14 +223,7 @@ class FCN(Module):
     # ----- forward ----------------------------------------------------------------
     def forward(self, x):
         """(N, in_channels, H, W) -> logits (N, num_classes, H, W); H, W multiples of 32."""
-        x = x if isinstance(x, Tensor) else Tensor(x)
-        check_ndim(x, 4, "x", "(N, C, H, W)")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"x has {x.shape[1]} channels but {type(self).__name__} was built with "
-                f"in_channels={self.in_channels}; x must have shape (N, {self.in_channels}, H, W)"
-            )
-        self.output_size(int(x.shape[2]), int(x.shape[3]))
+        x = check_model_input(self, x)
         pools = self.backbone(x)
         return self.decode(pools[2], pools[3], pools[4])
 

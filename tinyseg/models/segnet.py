@@ -43,26 +43,10 @@ pooling halves the map exactly and each unpooling restores it.
 
 from __future__ import annotations
 
-from ..autograd import Tensor
-from ..nn import BatchNorm2d, Conv2d, MaxPool2d, MaxUnpool2d, Module, ModuleList, ReLU, Sequential
+from ..nn import Conv2d, MaxPool2d, MaxUnpool2d, Module, ModuleList, Sequential
+from .blocks import check_model_input, conv_bn_relu
 
 __all__ = ["SegNet", "conv_bn_relu"]
-
-
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 dilation: int = 1) -> Sequential:
-    """conv (no bias: BatchNorm's shift replaces it) -> BatchNorm2d -> ReLU.
-
-    The padding ``dilation * (kernel_size - 1) // 2`` keeps the size at stride 1 for odd
-    kernels (a 3x3 conv at rate r spans ``2r + 1`` pixels, so it needs r pixels of padding).
-    """
-    padding = dilation * (kernel_size - 1) // 2
-    return Sequential(
-        Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-               dilation=dilation, bias=False),
-        BatchNorm2d(out_channels),
-        ReLU(),
-    )
 
 
 def _positive_int(value, name: str) -> int:
@@ -80,29 +64,6 @@ def _int_tuple(values, name: str) -> tuple[int, ...]:
     for v in values:
         _positive_int(v, f"each entry of {name}")
     return values
-
-
-def check_model_input(model, x):
-    """Validate a model's input and return it as a Tensor.
-
-    ``x`` must be (N, in_channels, H, W), floating point, with H and W multiples of ``stride``
-    (``model.output_size`` checks the size).
-    """
-    x = x if isinstance(x, Tensor) else Tensor(x)
-    if x.ndim != 4:
-        raise ValueError(
-            f"x must have shape (N, {model.in_channels}, H, W) for {type(model).__name__}, "
-            f"got {x.shape}"
-        )
-    if x.shape[1] != model.in_channels:
-        raise ValueError(
-            f"x must have {model.in_channels} channels (in_channels={model.in_channels}), "
-            f"got shape {x.shape}"
-        )
-    if x.dtype.kind != "f":
-        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-    model.output_size(x.shape[2], x.shape[3])
-    return x
 
 
 def check_divisible(model, h, w, stride: int, why: str) -> tuple[int, int]:

@@ -76,37 +76,31 @@ odd before a pool or empty; ``input_size_for`` inverts it.
 
 from __future__ import annotations
 
-from ..autograd import Tensor, cat
+from ..autograd import cat
 from ..nn import (
-    BatchNorm2d,
     Conv2d,
     ConvTranspose2d,
     MaxPool2d,
     Module,
     ModuleList,
-    ReLU,
     Sequential,
 )
-from ..ops.validate import check_ndim
+from . import blocks
+from .blocks import check_model_input, conv_bn_relu
 
 _PADDINGS = ("same", "valid")
 
 
 def double_conv(in_channels: int, out_channels: int, padding: int) -> Sequential:
     """(conv3x3 -> BatchNorm2d -> ReLU) twice; the convs have no bias (BatchNorm shifts)."""
-    layers = []
-    for c_in in (in_channels, out_channels):
-        layers += [Conv2d(c_in, out_channels, 3, padding=padding, bias=False),
-                   BatchNorm2d(out_channels), ReLU()]
-    return Sequential(*layers)
+    first = conv_bn_relu(in_channels, out_channels, padding=padding)
+    second = conv_bn_relu(out_channels, out_channels, padding=padding)
+    return Sequential(*first, *second)  # flat: layers 0-2 and 3-5
 
 
 def center_crop(x, height: int, width: int):
     """The central ``height x width`` window of an (N, C, H, W) tensor (offsets rounded down)."""
-    top, left = (x.shape[2] - height) // 2, (x.shape[3] - width) // 2
-    if top == 0 and left == 0 and x.shape[2] == height and x.shape[3] == width:
-        return x
-    return x[:, :, top:top + height, left:left + width]
+    return blocks.center_crop(x, (height, width))
 
 
 class UNet(Module):
@@ -235,14 +229,7 @@ class UNet(Module):
     # ----- forward ----------------------------------------------------------------
     def forward(self, x):
         """(N, in_channels, H, W) -> logits (N, num_classes, *output_size(H, W))."""
-        x = x if isinstance(x, Tensor) else Tensor(x)
-        check_ndim(x, 4, "x", "(N, C, H, W)")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"x has {x.shape[1]} channels but UNet was built with "
-                f"in_channels={self.in_channels}; x must have shape (N, {self.in_channels}, H, W)"
-            )
-        self.output_size(int(x.shape[2]), int(x.shape[3]))
+        x = check_model_input(self, x)
         skips = []
         for level in range(self.depth):
             x = self.down[level](x)
