@@ -14,6 +14,7 @@ from PIL import Image
 
 from tinyseg import backend
 from tinyseg.cli import build_parser, main
+from tinyseg.data import ShapesDataset
 from tinyseg.models import MODELS
 
 TINY = ["--epochs", "1", "--batch-size", "4", "--image-size", "32", "--train-images", "4",
@@ -54,18 +55,42 @@ def test_train_default_out_is_runs_model(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "fcn32s" / "metrics.json").exists()
 
 
-def test_train_on_a_voc_folder(tmp_path):
-    from tinyseg.data import ShapesDataset, export_voc
+class _MixedSizes:
+    """Scenes of two sizes in one split, as photos on disk are: the loader must resize them."""
 
-    root = export_voc(tmp_path / "voc", {
-        "train": ShapesDataset("train", num_images=4, size=32),
-        "val": ShapesDataset("val", num_images=2, size=32),
-    })
+    def __init__(self, split, n):
+        self.parts = [ShapesDataset(split, num_images=n, size=(32, 48)),
+                      ShapesDataset(split, num_images=n, size=(40, 36), seed=7)]
+        self.classes = self.parts[0].classes
+
+    def __len__(self):
+        return sum(len(p) for p in self.parts)
+
+    def __getitem__(self, i):
+        part, j = self.parts[i % 2], i // 2
+        return dict(part[j], id=f"{part[j]['id']}-{i % 2}")
+
+
+@pytest.fixture(scope="module")
+def voc_folder(tmp_path_factory):
+    """A VOC-style folder whose images have two different sizes in each split."""
+    from tinyseg.data import export_voc
+
+    return export_voc(tmp_path_factory.mktemp("voc") / "voc",
+                      {"train": _MixedSizes("train", 2), "val": _MixedSizes("val", 1)})
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_trains_on_a_voc_folder_of_mixed_sizes(model, voc_folder, tmp_path):
     out = tmp_path / "run"
-    assert main(["train", "segnet", "--data", str(root), "--out", str(out), *TINY]) == 0
+    assert main(["train", model, "--data", str(voc_folder), "--out", str(out), *TINY]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["data"] == str(root) and metrics["val_images"] == 2
+    assert metrics["data"] == str(voc_folder) and metrics["val_images"] == 2
     assert metrics["classes"] == ["background", "square", "circle", "triangle"]
+    assert (out / "predictions.png").read_bytes()[:8] == PNG
+    # and the checkpoint scores on the same folder
+    assert main(["eval", model, "--checkpoint", str(out / "checkpoint.npz"),
+                 "--data", str(voc_folder)]) == 0
 
 
 def test_train_resume(trained, tmp_path):

@@ -13,6 +13,7 @@ from tinyseg.data import (
     Normalize,
     RandomHorizontalFlip,
     RandomScaleCrop,
+    Resize,
     ShapesDataset,
     collate,
     masks_to_boxes,
@@ -65,6 +66,22 @@ def test_flip_probability_uses_rng():
     assert 5 < sum(flips) < 35
 
 
+def assert_image_follows_mask(image, labels):
+    """For a ``coded`` sample: away from label edges the bilinear image equals mask / 4, so image
+    and mask were moved by the same geometry. "Away" is: the 5x5 neighbourhood in the mask holds
+    one label and lies inside the window. (Nearest sampling can skip a 1-pixel sliver that
+    bilinear still reads, hence 95% rather than all.)"""
+    valid = labels != 255
+    code = np.where(valid, labels / 4.0, -1.0)  # -1: padding, and outside the window
+    windows = np.lib.stride_tricks.sliding_window_view(
+        np.pad(code, 2, constant_values=-1.0), (5, 5))
+    low, high = windows.min(axis=(2, 3)), windows.max(axis=(2, 3))
+    flat = (low >= 0) & (low == high)
+    if flat.any():
+        agree = np.isclose(image[flat], code[flat], atol=1e-5)
+        assert agree.mean() >= 0.95
+
+
 @settings(max_examples=20, deadline=None)
 @given(
     th=st.integers(8, 80),
@@ -83,9 +100,7 @@ def test_scale_crop_keeps_sample_consistent(th, tw, low, span, seed, index):
     labels = out["mask"]
     pad = labels == 255
     assert (out["image"][:, pad] == 0).all()
-    # the image follows the mask: away from edges the bilinear image equals mask / 4
-    agree = np.isclose(out["image"][0], labels / 4.0, atol=1e-5) | pad
-    assert agree.mean() > 0.8
+    assert_image_follows_mask(out["image"][0], labels)
     # same Generator state -> same result
     again = t(s, np.random.default_rng(seed))
     np.testing.assert_array_equal(again["mask"], out["mask"])
@@ -129,6 +144,37 @@ def test_scale_crop_drops_instances_that_leave_the_window():
     for out in outs:
         check_consistent(out)
     assert min(len(o["labels"]) for o in outs) < len(s["labels"])
+
+
+@settings(max_examples=15, deadline=None)
+@given(th=st.integers(8, 96), tw=st.integers(8, 96), index=st.integers(0, 5))
+def test_resize_stretches_every_key_together(th, tw, index):
+    s = coded(_DS[index])
+    out = Resize((th, tw))(s)
+    assert out["image"].shape == (3, th, tw) and out["mask"].shape == (th, tw)
+    check_consistent(out)
+    assert not (out["mask"] == 255).any()  # a stretch has no padding
+    assert_image_follows_mask(out["image"][0], out["mask"])
+    np.testing.assert_array_equal(Resize((th, tw))(s)["mask"], out["mask"])  # no randomness
+
+
+def test_resize_to_the_same_size_is_the_identity_and_doubling_repeats_pixels():
+    s = _DS[0]
+    same = Resize((48, 64))(s)
+    for key in ("image", "mask", "instance_masks", "boxes", "labels"):
+        np.testing.assert_array_equal(same[key], s[key])
+    double = Resize((96, 128))(s)
+    np.testing.assert_array_equal(double["mask"][::2, ::2], s["mask"])
+    np.testing.assert_array_equal(double["mask"][1::2, 1::2], s["mask"])
+    np.testing.assert_allclose(double["boxes"], 2 * s["boxes"])
+    assert repr(Resize(32)) == "Resize(size=(32, 32))"
+
+
+def test_resize_bad_arguments():
+    with pytest.raises(ValueError, match="size"):
+        Resize(0)
+    with pytest.raises(ValueError, match=r"sample\['image'\] must have shape \(C, H, W\)"):
+        Resize(8)({"image": np.zeros((4, 4), np.float32)})
 
 
 def test_normalize_and_inverse():

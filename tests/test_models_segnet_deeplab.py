@@ -12,7 +12,7 @@ import pytest
 
 import tinyseg as ts
 import tinyseg.functional as F
-from tinyseg.models.deeplab import ASPP, DeepLab, ImagePooling, default_rates
+from tinyseg.models.deeplab import ASPP, Decoder, DeepLab, ImagePooling, default_rates
 from tinyseg.models.segnet import SegNet, conv_bn_relu
 from tinyseg.nn import Module
 
@@ -215,6 +215,47 @@ def test_image_pooling_is_constant_over_space(xp):
     numpy.testing.assert_allclose(out[:, :, :1, :1], _host(branch.conv(means)), atol=1e-12)
 
 
+@pytest.mark.parametrize("low_level_stride, low_size", [(2, 8), (4, 4)])
+def test_decoder_joins_the_low_level_map(xp, low_level_stride, low_size):
+    """v3+: the decoder reads the last backbone map at the low-level stride (16px input, OS 8)."""
+    model = DeepLab(num_classes=3, low_level_stride=low_level_stride, low_level_channels=2,
+                    **TINY_DEEPLAB).to(_device(xp))
+    assert model.low_level_index == low_level_stride.bit_length() - 2
+    seen = {}
+    stage = model.backbone[model.low_level_index]
+    original = stage.forward
+    stage.forward = lambda x: seen.setdefault("low", original(x))
+    out = model(_input(xp, (2, 3, 16, 16)))
+    assert out.shape == (2, 3, 16, 16)
+    assert seen["low"].shape == (2, TINY_DEEPLAB["widths"][model.low_level_index],
+                                 low_size, low_size)
+    assert model.decoder.reduce[0].in_channels == seen["low"].shape[1]
+    assert model.decoder.refine[0][0].in_channels == TINY_DEEPLAB["aspp_channels"] + 2
+
+
+def test_decoder_shapes(xp):
+    decoder = Decoder(low_in=4, low_channels=2, x_channels=3, out_channels=5).to(_device(xp))
+    out = decoder(_input(xp, (2, 3, 2, 2)), _input(xp, (2, 4, 8, 8), seed=1))
+    assert out.shape == (2, 5, 8, 8)
+
+
+def test_decoder_is_on_by_default_and_none_turns_it_off(xp):
+    assert DeepLab(**TINY_DEEPLAB).low_level_stride == 4
+    model = DeepLab(low_level_stride=None, **TINY_DEEPLAB)
+    assert model.decoder is None and model.low_level_stride is None
+
+
+def test_output_stride_4_needs_a_lower_low_level_stride():
+    with pytest.raises(ValueError, match=r"below output_stride=4, one of \(2,\), got 4"):
+        DeepLab(output_stride=4, widths=(2, 2, 2))
+
+
+@pytest.mark.parametrize("bad", [1, 3, 8, 16, True, "4"])
+def test_bad_low_level_stride_is_named(bad):
+    with pytest.raises(ValueError, match=r"low_level_stride must be None .* one of \(2, 4\)"):
+        DeepLab(output_stride=8, low_level_stride=bad, **TINY_DEEPLAB)
+
+
 # ----- gradients ----------------------------------------------------------------------------------
 def _assert_every_parameter_gets_a_gradient(model, x, target):
     loss = F.cross_entropy(model(x), target)
@@ -238,6 +279,13 @@ def test_deeplab_gradient_reaches_every_parameter(xp):
     _assert_every_parameter_gets_a_gradient(model, _input(xp, (2, 3, 16, 16)), target)
 
 
+def test_deeplab_with_decoder_gradient_reaches_every_parameter(xp):
+    model = DeepLab(num_classes=3, low_level_stride=2, low_level_channels=2,
+                    **TINY_DEEPLAB).to(_device(xp))
+    target = xp.asarray(numpy.random.default_rng(0).integers(0, 3, (2, 16, 16)))
+    _assert_every_parameter_gets_a_gradient(model, _input(xp, (2, 3, 16, 16)), target)
+
+
 def _gradcheck_model(model, x):
     params = list(model.parameters())
 
@@ -254,9 +302,11 @@ def test_segnet_gradcheck(xp):
     _gradcheck_model(model.to(_device(xp), "float64"), _input(xp, (2, 2, 4, 4), 5, "float64"))
 
 
-def test_deeplab_gradcheck(xp):
+@pytest.mark.parametrize("low_level_stride", [None, 2])
+def test_deeplab_gradcheck(xp, low_level_stride):
     model = DeepLab(num_classes=2, in_channels=2, output_stride=4, widths=(2, 2, 2), rates=(1, 2),
-                    aspp_channels=2, dropout=0.0)
+                    aspp_channels=2, dropout=0.0, low_level_stride=low_level_stride,
+                    low_level_channels=1)
     _gradcheck_model(model.to(_device(xp), "float64"), _input(xp, (2, 2, 8, 8), 6, "float64"))
 
 
@@ -265,6 +315,7 @@ def test_deeplab_gradcheck(xp):
     (SegNet, TINY_SEGNET),
     (DeepLab, TINY_DEEPLAB),
     (DeepLab, {**TINY_DEEPLAB, "widths": (2, 2, 2, 2, 3), "output_stride": 16, "rates": (1, 3)}),
+    (DeepLab, {**TINY_DEEPLAB, "low_level_stride": 4, "low_level_channels": 2}),
 ])
 def test_config_round_trip(xp, cls, options):
     model = cls(num_classes=3, in_channels=2, **options).to(_device(xp)).eval()

@@ -510,18 +510,23 @@ def make_datasets(data, recipe, cache: bool = True):
     return open_split(data, "train", recipe, cache), open_split(data, "val", recipe, cache)
 
 
-def make_loaders(train_set, val_set, recipe, seed):
-    """Shuffled, augmented training loader and a plain validation loader."""
+def make_loaders(train_set, val_set, recipe, seed, resize: bool = False):
+    """Shuffled, augmented training loader and a plain validation loader.
+
+    ``resize``: first stretch every sample to ``recipe.image_size`` squared (images from disk
+    come in many sizes, and a batch needs one; the built-in scenes are drawn at that size).
+    """
     from . import data as datasets
 
-    transform = None
+    first = [datasets.Resize(recipe.image_size)] if resize else []
+    steps = first
     if recipe.augment:
-        transform = datasets.Compose([datasets.RandomHorizontalFlip(),
-                                      datasets.RandomScaleCrop()])
+        steps = first + [datasets.RandomHorizontalFlip(), datasets.RandomScaleCrop()]
     train = datasets.DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, seed=seed,
                                 drop_last=len(train_set) > recipe.batch_size,
-                                transform=transform)
-    val = datasets.DataLoader(val_set, batch_size=recipe.batch_size, shuffle=False, seed=seed)
+                                transform=datasets.Compose(steps) if steps else None)
+    val = datasets.DataLoader(val_set, batch_size=recipe.batch_size, shuffle=False, seed=seed,
+                              transform=datasets.Compose(first) if first else None)
     return train, val
 
 
@@ -566,7 +571,8 @@ def train_segmentation(recipe, data="shapes", device: str = "cpu", out_dir=None,
     model = build_model(recipe.model, num_classes=num_classes, **recipe.model_options)
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe)
-    train_loader, val_loader = make_loaders(train_set, val_set, recipe, seed)
+    train_loader, val_loader = make_loaders(train_set, val_set, recipe, seed,
+                                            resize=str(data) != "shapes")
     trainer = Trainer(
         model, optimizer, SegmentationLoss(recipe.ignore_index, recipe.dice_weight),
         train_loader, val_loader, scheduler=scheduler, device=device, epochs=recipe.epochs,
@@ -612,7 +618,8 @@ def train_segmentation(recipe, data="shapes", device: str = "cpu", out_dir=None,
     }
     _write_json(out_dir / "metrics.json", metrics)
     viz.save_predictions(out_dir / "predictions.png", model, val_set, classes=classes,
-                         device=device, title=f"{recipe.model}: mIoU {scores['miou']:.3f}")
+                         device=device, title=f"{recipe.model}: mIoU {scores['miou']:.3f}",
+                         transform=val_loader.transform)
     log(f"mIoU {scores['miou']:.4f}  pixel accuracy {scores['pixel_accuracy']:.4f}  "
         f"dice {scores['dice']:.4f}  ({trainer.train_seconds:.1f}s)")
     log(f"wrote {out_dir}/metrics.json, checkpoint.npz, history.csv, predictions.png")
@@ -632,7 +639,8 @@ def evaluate_checkpoint(path, expected: str | None = None, data="shapes", device
     recipe = Recipe.from_dict(config.get("recipe", {"model": config["model"]}))
     recipe = recipe.replace(batch_size=batch_size, val_images=val_images)
     val_set = open_split(data, "val", recipe, cache=False)
-    _, val_loader = make_loaders(val_set, val_set, recipe.replace(augment=False), 0)
+    _, val_loader = make_loaders(val_set, val_set, recipe.replace(augment=False), 0,
+                                 resize=str(data) != "shapes")
     loss_fn = SegmentationLoss(recipe.ignore_index, recipe.dice_weight)
     scores = evaluate(model, val_loader, model.num_classes, device, loss_fn,
                       recipe.ignore_index, progress=progress)

@@ -137,14 +137,20 @@ def predictions_figure(images, targets, preds, classes=None, title=None):
 
 
 def save_predictions(path, model, dataset, classes=None, device: str = "cpu", n: int = 6,
-                     title=None) -> Path:
-    """Predict the first ``n`` samples of ``dataset``; save their ``predictions_figure``."""
+                     title=None, transform=None) -> Path:
+    """Predict the first ``n`` samples of ``dataset``; save their ``predictions_figure``.
+
+    ``transform``: applied to each sample first (e.g. a ``Resize`` for images of mixed sizes).
+    """
     import matplotlib.pyplot as plt
 
     from .engine import predict
 
     n = min(n, len(dataset))
     samples = [dataset[i] for i in range(n)]
+    if transform is not None:
+        rng = np.random.default_rng(0)
+        samples = [transform(s, rng) for s in samples]
     images = np.stack([s["image"] for s in samples])
     targets = np.stack([s["mask"] for s in samples])
     preds = predict(model, images, device=device)

@@ -21,7 +21,7 @@ import os
 
 from .loader import DataLoader, collate
 from .shapes import CLASSES, ShapesDataset, masks_to_boxes, render_scene
-from .transforms import Compose, Normalize, RandomHorizontalFlip, RandomScaleCrop
+from .transforms import Compose, Normalize, RandomHorizontalFlip, RandomScaleCrop, Resize
 
 # Readers for folders on disk live in their own modules and load on first use.
 _LAZY = {
@@ -84,6 +84,7 @@ __all__ = [
     "Normalize",
     "RandomHorizontalFlip",
     "RandomScaleCrop",
+    "Resize",
     "ShapesDataset",
     "collate",
     "masks_to_boxes",

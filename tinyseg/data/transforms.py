@@ -1,4 +1,4 @@
-"""Transforms on sample dicts: random flip, random scale-and-crop, normalisation.
+"""Transforms on sample dicts: random flip, random scale-and-crop, resize, normalisation.
 
 A transform is a callable ``t(sample, rng) -> sample``: it takes a sample dict and a numpy
 Generator and returns a NEW dict (the input is not modified). All randomness comes from ``rng``,
@@ -123,6 +123,45 @@ def _source_axis(n_out, offset, n_scaled, n_src):
     return nearest, i0, i1, frac, valid
 
 
+def _resample(sample, out_size, scaled_size, offset):
+    """Scale the sample to ``scaled_size`` and cut the ``out_size`` window at ``offset``.
+
+    One step: only the output pixels are computed. Window pixels off the scaled picture are
+    padding (image 0, mask 255, instance masks False). Every spatial key moves together, as the
+    module docstring says.
+    """
+    image = sample["image"]
+    h, w = image.shape[-2:]
+    (th, tw), (sh, sw), (top, left) = out_size, scaled_size, offset
+    ny, y0, y1, wy, vy = _source_axis(th, top, sh, h)
+    nx, x0, x1, wx, vx = _source_axis(tw, left, sw, w)
+    valid = vy[:, None] & vx[None, :]
+
+    out = dict(sample)
+    # bilinear: interpolate rows, then columns
+    wy_, wx_ = wy[:, None], wx[None, :]
+    rows = image[..., y0, :] * (1 - wy_) + image[..., y1, :] * wy_
+    img = rows[..., x0] * (1 - wx_) + rows[..., x1] * wx_
+    out["image"] = np.where(valid, img, 0).astype(image.dtype, copy=False)
+    if sample.get("mask") is not None:
+        mask = sample["mask"][ny[:, None], nx[None, :]]
+        out["mask"] = np.where(valid, mask, IGNORE_INDEX).astype(sample["mask"].dtype)
+    if sample.get("instance_masks") is not None:
+        inst = sample["instance_masks"][:, ny[:, None], nx[None, :]] & valid
+        out["instance_masks"] = inst
+    if _has_instance_masks(sample):
+        keep = out["instance_masks"].any(axis=(1, 2))
+        out["boxes"] = masks_to_boxes(out["instance_masks"])
+        _keep(out, keep)
+    elif sample.get("boxes") is not None and len(sample["boxes"]) > 0:
+        b = np.asarray(sample["boxes"], dtype=np.float32).copy()
+        b[:, [0, 2]] = np.clip(b[:, [0, 2]] * (sw / w) - left, 0, tw)
+        b[:, [1, 3]] = np.clip(b[:, [1, 3]] * (sh / h) - top, 0, th)
+        out["boxes"] = b
+        _keep(out, (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1]))
+    return out
+
+
 class RandomScaleCrop:
     """Rescale by a random factor, then take a random window of a fixed size.
 
@@ -155,36 +194,35 @@ class RandomScaleCrop:
         dy, dx = sh - th, sw - tw
         top = int(rng.integers(min(0, dy), max(0, dy) + 1))
         left = int(rng.integers(min(0, dx), max(0, dx) + 1))
-        ny, y0, y1, wy, vy = _source_axis(th, top, sh, h)
-        nx, x0, x1, wx, vx = _source_axis(tw, left, sw, w)
-        valid = vy[:, None] & vx[None, :]
-
-        out = dict(sample)
-        # bilinear: interpolate rows, then columns
-        wy_, wx_ = wy[:, None], wx[None, :]
-        rows = image[..., y0, :] * (1 - wy_) + image[..., y1, :] * wy_
-        img = rows[..., x0] * (1 - wx_) + rows[..., x1] * wx_
-        out["image"] = np.where(valid, img, 0).astype(image.dtype, copy=False)
-        if sample.get("mask") is not None:
-            mask = sample["mask"][ny[:, None], nx[None, :]]
-            out["mask"] = np.where(valid, mask, IGNORE_INDEX).astype(sample["mask"].dtype)
-        if sample.get("instance_masks") is not None:
-            inst = sample["instance_masks"][:, ny[:, None], nx[None, :]] & valid
-            out["instance_masks"] = inst
-        if _has_instance_masks(sample):
-            keep = out["instance_masks"].any(axis=(1, 2))
-            out["boxes"] = masks_to_boxes(out["instance_masks"])
-            _keep(out, keep)
-        elif sample.get("boxes") is not None and len(sample["boxes"]) > 0:
-            b = np.asarray(sample["boxes"], dtype=np.float32).copy()
-            b[:, [0, 2]] = np.clip(b[:, [0, 2]] * (sw / w) - left, 0, tw)
-            b[:, [1, 3]] = np.clip(b[:, [1, 3]] * (sh / h) - top, 0, th)
-            out["boxes"] = b
-            _keep(out, (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1]))
-        return out
+        return _resample(sample, (th, tw), (sh, sw), (top, left))
 
     def __repr__(self) -> str:
         return f"RandomScaleCrop(scale={self.scale}, size={self.size})"
+
+
+class Resize:
+    """Stretch the sample to a fixed ``size`` (int or (H, W)): no randomness, no padding.
+
+    Images from disk come in many sizes; a batch needs one. The image is resampled bilinearly,
+    the masks by nearest neighbour (so labels stay labels), and boxes follow the masks. The
+    aspect ratio is not kept: a 500x375 photo becomes a square. A sample of that size already
+    is returned unchanged.
+    """
+
+    def __init__(self, size):
+        self.size = pair(size, "size", minimum=1)
+
+    def __call__(self, sample, rng=None):
+        image = sample["image"]
+        if getattr(image, "ndim", 0) != 3:
+            raise ValueError(f"sample['image'] must have shape (C, H, W), got "
+                             f"{getattr(image, 'shape', type(image).__name__)}")
+        if tuple(image.shape[-2:]) == self.size:
+            return dict(sample)
+        return _resample(sample, self.size, self.size, (0, 0))
+
+    def __repr__(self) -> str:
+        return f"Resize(size={self.size})"
 
 
 class Normalize:
