@@ -7,9 +7,9 @@ Iterating a loader yields batch dicts of numpy arrays:
 - "id": list of N strings.
 
 Every image of a batch must have the same size (give variable-size data a
-``RandomScaleCrop(size=...)``). The order of epoch ``e`` is the permutation drawn by
-``numpy.random.default_rng(seed + e)``; ``set_epoch(e)`` selects the epoch (the training loop calls
-it once per epoch). The loader's transform gets a Generator seeded from ``(seed, epoch, index)``,
+``Resize(size)`` or a ``RandomScaleCrop(size=...)``). The order of epoch ``e`` is the
+permutation drawn by ``numpy.random.default_rng(seed + e)``; ``set_epoch(e)`` selects the
+epoch (the training loop calls it once per epoch). The loader's transform gets a Generator seeded from ``(seed, epoch, index)``,
 so augmentations change every epoch, do not depend on how samples are batched, and repeat exactly
 in a rerun.
 """
@@ -42,7 +42,7 @@ def collate(samples) -> dict:
             found = ", ".join(f"{name}: {a.shape}" for name, a in zip(ids, arrays))
             raise ValueError(
                 f"cannot batch {key!r} arrays of different shapes ({found}); "
-                "resize them to one size first, e.g. with RandomScaleCrop(size=...)"
+                "resize them to one size first, e.g. with Resize(size) or RandomScaleCrop(size=...)"
             )
         batch[key] = np.stack(arrays).astype(dtype, copy=False)
     for key in samples[0]:
