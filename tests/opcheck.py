@@ -10,9 +10,16 @@
 from __future__ import annotations
 
 import numpy
+from hypothesis import HealthCheck, settings
 
 from tinyseg.backend import xp_of
 from tinyseg.gradcheck import numerical_gradient, rel_error
+
+# Hypothesis settings for tests that take the ``xp`` fixture: it holds no state, so sharing it
+# across examples is safe, and 25 examples keep the suite fast.
+FEW = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def random_like(xp, shape, seed=0):

@@ -10,18 +10,14 @@ import warnings
 
 import numpy
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from opcheck import assert_backward_matches, random_like
+from opcheck import FEW, assert_backward_matches, random_like
 
 import tinyseg as ts
 import tinyseg.functional as F
 from tinyseg.backend import to_numpy
 from tinyseg.ops import activation as A
-
-HYPOTHESIS = settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
 
 
 def assert_close(a, b, rtol=1e-10, atol=1e-12):
@@ -209,7 +205,7 @@ def test_softmax_family_dtype(xp, op, dtype):
     shape=st.lists(st.integers(1, 4), min_size=1, max_size=4),
     data=st.data(),
 )
-@HYPOTHESIS
+@FEW
 def test_softmax_family_shapes(xp, shape, data):
     dim = data.draw(st.integers(-len(shape), len(shape) - 1))
     x = random_like(xp, tuple(shape), seed=len(shape))
@@ -271,7 +267,7 @@ def test_linear_adjoint(xp):
     d_in=st.integers(1, 4),
     d_out=st.integers(1, 4),
 )
-@HYPOTHESIS
+@FEW
 def test_linear_shapes(xp, lead, d_in, d_out):
     x = random_like(xp, tuple(lead) + (d_in,), seed=1)
     w = random_like(xp, (d_out, d_in), seed=2)

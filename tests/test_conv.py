@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
-from opcheck import assert_backward_matches, random_like
+from opcheck import FEW, assert_backward_matches, random_like
 
 import tinyseg as ts
 import tinyseg.functional as F
@@ -27,11 +27,6 @@ from tinyseg.ops.conv import (
     conv_transpose2d_naive,
     im2col,
     im2col_naive,
-)
-
-# the xp fixture holds no state, so sharing it across examples is safe
-FEW = settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 

@@ -6,9 +6,9 @@ import warnings
 
 import numpy
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from opcheck import assert_backward_matches, random_like
+from opcheck import FEW, assert_backward_matches, random_like
 
 import tinyseg as ts
 import tinyseg.functional as F
@@ -16,10 +16,6 @@ from tinyseg.backend import to_numpy
 from tinyseg.ops import loss as L
 
 REDUCTIONS = ["none", "mean", "sum"]
-_hypothesis = settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-
 
 def _labels(xp, shape, K, seed=0, ignore=None, ignore_index=-100):
     """Random integer labels in [0, K); the flat positions in ``ignore`` get ignore_index."""
@@ -87,7 +83,7 @@ def test_cross_entropy_matches_naive(xp, reduction, shape, ignore):
 
 
 @pytest.mark.task("cross_entropy_forward")
-@_hypothesis
+@FEW
 @given(
     n=st.integers(1, 2),
     k=st.integers(1, 4),

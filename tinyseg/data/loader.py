@@ -9,9 +9,9 @@ Iterating a loader yields batch dicts of numpy arrays:
 Every image of a batch must have the same size (give variable-size data a
 ``Resize(size)`` or a ``RandomScaleCrop(size=...)``). The order of epoch ``e`` is the
 permutation drawn by ``numpy.random.default_rng(seed + e)``; ``set_epoch(e)`` selects the
-epoch (the training loop calls it once per epoch). The loader's transform gets a Generator seeded from ``(seed, epoch, index)``,
-so augmentations change every epoch, do not depend on how samples are batched, and repeat exactly
-in a rerun.
+epoch (the training loop calls it once per epoch). The loader's transform gets a Generator
+seeded from ``(seed, epoch, index)``, so augmentations change every epoch, do not depend on how
+samples are batched, and repeat exactly in a rerun.
 """
 
 from __future__ import annotations

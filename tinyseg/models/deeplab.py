@@ -167,7 +167,7 @@ class Decoder(Module):
 
 
 class DeepLab(Module):
-    """DeepLab segmentation: atrous backbone, ASPP with image pooling, v3+ decoder, bilinear upsample.
+    """DeepLab segmentation: atrous backbone, ASPP with image pooling, v3+ decoder, upsample.
 
     :param num_classes: K, the channels of the logits (background included).
     :param in_channels: channels of the input image (3 for RGB).
