@@ -315,7 +315,8 @@ def test_deeplab_gradcheck(xp, low_level_stride):
     (SegNet, TINY_SEGNET),
     (DeepLab, TINY_DEEPLAB),
     (DeepLab, {**TINY_DEEPLAB, "widths": (2, 2, 2, 2, 3), "output_stride": 16, "rates": (1, 3)}),
-    (DeepLab, {**TINY_DEEPLAB, "low_level_stride": 4, "low_level_channels": 2}),
+    (DeepLab, {**TINY_DEEPLAB, "low_level_stride": None}),
+    (DeepLab, {**TINY_DEEPLAB, "low_level_stride": 2, "low_level_channels": 2}),
 ])
 def test_config_round_trip(xp, cls, options):
     model = cls(num_classes=3, in_channels=2, **options).to(_device(xp)).eval()

@@ -510,23 +510,24 @@ def make_datasets(data, recipe, cache: bool = True):
     return open_split(data, "train", recipe, cache), open_split(data, "val", recipe, cache)
 
 
-def make_loaders(train_set, val_set, recipe, seed, resize: bool = False):
+def make_loaders(train_set, val_set, recipe, seed):
     """Shuffled, augmented training loader and a plain validation loader.
 
-    ``resize``: first stretch every sample to ``recipe.image_size`` squared (images from disk
-    come in many sizes, and a batch needs one; the built-in scenes are drawn at that size).
+    Both first stretch every sample to ``recipe.image_size`` squared: images from disk come in
+    many sizes, and a batch needs one. The built-in scenes are drawn at that size already, and
+    ``Resize`` passes them through unchanged.
     """
     from . import data as datasets
 
-    first = [datasets.Resize(recipe.image_size)] if resize else []
-    steps = first
+    resize = datasets.Resize(recipe.image_size)
+    steps = [resize]
     if recipe.augment:
-        steps = first + [datasets.RandomHorizontalFlip(), datasets.RandomScaleCrop()]
+        steps += [datasets.RandomHorizontalFlip(), datasets.RandomScaleCrop()]
     train = datasets.DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, seed=seed,
                                 drop_last=len(train_set) > recipe.batch_size,
-                                transform=datasets.Compose(steps) if steps else None)
+                                transform=datasets.Compose(steps))
     val = datasets.DataLoader(val_set, batch_size=recipe.batch_size, shuffle=False, seed=seed,
-                              transform=datasets.Compose(first) if first else None)
+                              transform=resize)
     return train, val
 
 
@@ -571,8 +572,7 @@ def train_segmentation(recipe, data="shapes", device: str = "cpu", out_dir=None,
     model = build_model(recipe.model, num_classes=num_classes, **recipe.model_options)
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe)
-    train_loader, val_loader = make_loaders(train_set, val_set, recipe, seed,
-                                            resize=str(data) != "shapes")
+    train_loader, val_loader = make_loaders(train_set, val_set, recipe, seed)
     trainer = Trainer(
         model, optimizer, SegmentationLoss(recipe.ignore_index, recipe.dice_weight),
         train_loader, val_loader, scheduler=scheduler, device=device, epochs=recipe.epochs,
@@ -639,8 +639,7 @@ def evaluate_checkpoint(path, expected: str | None = None, data="shapes", device
     recipe = Recipe.from_dict(config.get("recipe", {"model": config["model"]}))
     recipe = recipe.replace(batch_size=batch_size, val_images=val_images)
     val_set = open_split(data, "val", recipe, cache=False)
-    _, val_loader = make_loaders(val_set, val_set, recipe.replace(augment=False), 0,
-                                 resize=str(data) != "shapes")
+    _, val_loader = make_loaders(val_set, val_set, recipe.replace(augment=False), 0)
     loss_fn = SegmentationLoss(recipe.ignore_index, recipe.dice_weight)
     scores = evaluate(model, val_loader, model.num_classes, device, loss_fn,
                       recipe.ignore_index, progress=progress)

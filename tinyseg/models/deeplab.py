@@ -32,8 +32,8 @@ Upsampling 8x8 logits by 8 rounds every corner: a shape 12 pixels across covers 
 cells of the map. v3+ joins the ASPP output, upsampled bilinearly to stride 4, with the last
 backbone map at stride 4 (narrowed by a 1x1 conv to ``low_level_channels``, fewer channels than
 ASPP's so that the semantics lead), refines the pair with two 3x3 convs, classifies, and
-upsamples the stride-4 logits by 4. On the shapes scenes this lifts the mIoU of the same
-training budget from about 0.64 to about 0.88.
+upsamples the stride-4 logits by 4. On the shapes scenes, with the same default recipe, it
+lifts the mIoU from 0.81 (v3, 180 s of training) to 0.90 (v3+, 250 s).
 
 Rates for small images
 ----------------------
@@ -244,7 +244,7 @@ class DeepLab(Module):
             c_in = width
         self.backbone = Sequential(*stages)
         self.aspp = ASPP(c_in, self.aspp_channels, self.rates, self.dropout)
-        self.decoder = None
+        self.decoder, self.low_level_index = None, None
         if low_level_stride is not None:
             # stage i ends at stride 2**(i+1): the low-level map is the output of stage log2(s)-1
             self.low_level_index = low_level_stride.bit_length() - 2
@@ -283,15 +283,15 @@ class DeepLab(Module):
         """Logits (N, num_classes, H, W) for images (N, in_channels, H, W)."""
         x = check_model_input(self, x)
         h, w = x.shape[2], x.shape[3]
-        if self.decoder is None:
-            logits = self.classifier(self.aspp(self.backbone(x)))
-        else:
-            low = None
-            for i, stage in enumerate(self.backbone):
-                x = stage(x)
-                if i == self.low_level_index:
-                    low = x
-            logits = self.classifier(self.decoder(self.aspp(x), low))
+        low = None
+        for i, stage in enumerate(self.backbone):
+            x = stage(x)
+            if i == self.low_level_index:  # the decoder's early map (never, without a decoder)
+                low = x
+        x = self.aspp(x)
+        if self.decoder is not None:
+            x = self.decoder(x, low)
+        logits = self.classifier(x)
         return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
 
     def extra_repr(self):
