@@ -1,4 +1,4 @@
-"""Segmentation models and the registry that names them.
+"""The models, segmentation and detection, and the registry that names them.
 
 ``MODELS`` maps each command-line name to its class::
 
@@ -6,12 +6,21 @@
     unet                    UNet                    (models/unet.py)
     segnet                  SegNet                  (models/segnet.py)
     deeplab                 DeepLab                 (models/deeplab.py)
+    yolo                    YOLOv1                  (models/yolo.py)
+    classloc                ClassLocNet             (models/classloc.py)
+    retinanet               RetinaNet               (models/retinanet.py)
 
 Every model is an ``nn.Module`` built as ``Model(num_classes=4, in_channels=3,
-**options)``; its ``forward`` returns logits (N, num_classes, H_out, W_out),
-``output_size(h, w)`` gives (H_out, W_out), and ``config()`` returns the
+**options)`` (``num_classes`` counts the background), and ``config()`` returns the
 constructor arguments, so that ``build_model(name, **model.config())`` rebuilds
 it from a checkpoint.
+
+* A segmentation model's ``forward(x)`` returns logits (N, num_classes, H_out, W_out), and
+  ``output_size(h, w)`` gives (H_out, W_out).
+* A detection model (class attribute ``task = "detection"``: yolo, classloc, retinanet)
+  follows torchvision: ``model(images, targets)`` returns a dict of loss terms in training
+  mode, ``model(images)`` one ``{"boxes", "scores", "labels"}`` dict per image in eval mode;
+  ``output_size(h, w)`` gives the size of its feature grid.
 
 The classes are imported on first use (``MODELS["unet"]``), so importing
 ``tinyseg.models`` stays cheap and works even while one model file is missing.
@@ -30,6 +39,9 @@ _WHERE = {
     "unet": ("unet", "UNet"),
     "segnet": ("segnet", "SegNet"),
     "deeplab": ("deeplab", "DeepLab"),
+    "yolo": ("yolo", "YOLOv1"),
+    "classloc": ("classloc", "ClassLocNet"),
+    "retinanet": ("retinanet", "RetinaNet"),
 }
 
 

@@ -1,4 +1,6 @@
-"""Pieces every segmentation model shares: the conv-BN-ReLU block, the input check, the centre crop.
+"""Pieces every model shares: the conv-BN-ReLU block, the input check, the centre crop.
+
+(What only the detectors share, on top of these, is in ``models/detection.py``.)
 
 * ``conv_bn_relu``: a convolution without bias (BatchNorm's shift replaces it),
   then BatchNorm2d, then ReLU. Its default padding ``dilation * (k - 1) // 2``
