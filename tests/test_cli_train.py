@@ -1,6 +1,7 @@
 """`tinyseg train`, `eval` and `predict` end to end, on tiny settings, and their errors.
 
-The demo's run is tested in tests/test_cli.py.
+The demo's run is tested in tests/test_cli.py, the detectors' runs in
+tests/test_detection_training.py.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tinyseg.cli import build_parser, main
 from tinyseg.data import ShapesDataset
 from tinyseg.models import MODELS
 
+SEGMENTATION = [m for m in MODELS if getattr(MODELS[m], "task", "segmentation") == "segmentation"]
 TINY = ["--epochs", "1", "--batch-size", "4", "--image-size", "32", "--train-images", "4",
         "--val-images", "4", "--no-progress"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -42,7 +44,7 @@ def test_train_writes_the_four_files(trained):
     assert (trained / "checkpoint.npz").stat().st_size > 0
 
 
-@pytest.mark.parametrize("model", [m for m in MODELS if m != "unet"])
+@pytest.mark.parametrize("model", [m for m in SEGMENTATION if m != "unet"])
 def test_every_model_trains_from_the_command_line(model, tmp_path, capsys):
     assert main(["train", model, "--out", str(tmp_path), *TINY]) == 0
     assert json.loads((tmp_path / "metrics.json").read_text())["model"] == model
@@ -80,7 +82,7 @@ def voc_folder(tmp_path_factory):
                       {"train": _MixedSizes("train", 2), "val": _MixedSizes("val", 1)})
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", SEGMENTATION)
 def test_every_model_trains_on_a_voc_folder_of_mixed_sizes(model, voc_folder, tmp_path):
     out = tmp_path / "run"
     assert main(["train", model, "--data", str(voc_folder), "--out", str(out), *TINY]) == 0

@@ -105,10 +105,10 @@ def test_valid_padding_model_trains_on_cropped_targets():
     assert 0.0 <= trainer.metrics["miou"] <= 1.0
 
 
-def test_train_segmentation_writes_the_design_files(tmp_path):
+def test_train_model_writes_the_design_files(tmp_path):
     out = tmp_path / "run"
     lines = []
-    metrics = engine.train_segmentation(_recipe(), out_dir=out, progress=False, log=lines.append)
+    metrics = engine.train_model(_recipe(), out_dir=out, progress=False, log=lines.append)
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == metrics
     for key in ("miou", "pixel_accuracy", "dice", "per_class_iou", "train_seconds", "epochs",
@@ -130,7 +130,7 @@ def test_train_segmentation_writes_the_design_files(tmp_path):
 
 
 def test_evaluate_a_saved_checkpoint(tmp_path):
-    metrics = engine.train_segmentation(_recipe(epochs=1), out_dir=tmp_path, progress=False,
+    metrics = engine.train_model(_recipe(epochs=1), out_dir=tmp_path, progress=False,
                                         log=_quiet)
     model, config = engine.load_model(tmp_path / "checkpoint.npz", expected="unet")
     assert not model.training and config["epoch"] == 1
@@ -161,13 +161,13 @@ def _stop_after(epoch):
 def test_resume_gives_the_same_run(tmp_path, model):
     """Epochs 1-3 at once == epoch 1, interrupted, resumed for 2-3 (shuffle, flips, dropout)."""
     recipe = _recipe(model, epochs=3)
-    whole = engine.train_segmentation(recipe, out_dir=tmp_path / "whole", progress=False,
+    whole = engine.train_model(recipe, out_dir=tmp_path / "whole", progress=False,
                                       log=_quiet)
     with pytest.raises(_Interrupt):
-        engine.train_segmentation(recipe, out_dir=tmp_path / "part", progress=False,
+        engine.train_model(recipe, out_dir=tmp_path / "part", progress=False,
                                   log=_stop_after(1))
     assert load_checkpoint(tmp_path / "part" / "checkpoint.npz")[1]["epoch"] == 1
-    resumed = engine.train_segmentation(recipe, out_dir=tmp_path / "resumed", progress=False,
+    resumed = engine.train_model(recipe, out_dir=tmp_path / "resumed", progress=False,
                                         log=_quiet, resume=tmp_path / "part" / "checkpoint.npz")
     assert resumed["epochs"] == 3
     for key in ("miou", "pixel_accuracy", "dice", "train_loss", "val_loss"):
@@ -183,9 +183,9 @@ def test_resume_gives_the_same_run(tmp_path, model):
 
 
 def test_resume_with_more_epochs_continues_the_position(tmp_path):
-    engine.train_segmentation(_recipe(epochs=1), out_dir=tmp_path / "a", progress=False,
+    engine.train_model(_recipe(epochs=1), out_dir=tmp_path / "a", progress=False,
                               log=_quiet)
-    more = engine.train_segmentation(_recipe(epochs=2), out_dir=tmp_path / "b", progress=False,
+    more = engine.train_model(_recipe(epochs=2), out_dir=tmp_path / "b", progress=False,
                                      log=_quiet, resume=tmp_path / "a" / "checkpoint.npz")
     _, config = load_checkpoint(tmp_path / "b" / "checkpoint.npz")
     assert more["epochs"] == 2 and config["scheduler"]["last_epoch"] == 2
@@ -195,7 +195,7 @@ def test_resume_with_more_epochs_continues_the_position(tmp_path):
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
-    runs = [engine.train_segmentation(_recipe(epochs=1), out_dir=tmp_path / str(i), seed=s,
+    runs = [engine.train_model(_recipe(epochs=1), out_dir=tmp_path / str(i), seed=s,
                                       progress=False, log=_quiet)
             for i, s in enumerate([3, 3, 4])]
     assert runs[0]["train_loss"] == runs[1]["train_loss"]
@@ -203,10 +203,10 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
 
 
 def test_resume_of_another_model_is_refused(tmp_path):
-    engine.train_segmentation(_recipe(epochs=1), out_dir=tmp_path / "u", progress=False,
+    engine.train_model(_recipe(epochs=1), out_dir=tmp_path / "u", progress=False,
                               log=_quiet)
     with pytest.raises(ValueError, match="holds a 'unet' model, not 'deeplab'"):
-        engine.train_segmentation(_recipe("deeplab", epochs=1), out_dir=tmp_path / "d",
+        engine.train_model(_recipe("deeplab", epochs=1), out_dir=tmp_path / "d",
                                   progress=False, log=_quiet,
                                   resume=tmp_path / "u" / "checkpoint.npz")
 

@@ -134,6 +134,7 @@ def _number(convert, accept, expected):
 _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 _nonnegative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 _positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
+_fraction = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
 def _check_device(device):
@@ -156,6 +157,10 @@ def _add_model(p):
 
 
 def _print_scores(scores, classes=()):
+    if "bbox_map" in scores:  # a detector: the COCO summary
+        for key, value in scores.items():
+            print(f"{key:<18s} {value:.4f}")
+        return
     print(f"mIoU            {scores['miou']:.4f}")
     print(f"pixel accuracy  {scores['pixel_accuracy']:.4f}")
     print(f"dice            {scores['dice']:.4f}")
@@ -168,7 +173,7 @@ def _print_scores(scores, classes=()):
 
 
 def _train(args) -> int:
-    from .engine import train_segmentation
+    from .engine import train_model
     from .recipes import default_recipe
 
     _check_device(args.device)
@@ -180,7 +185,7 @@ def _train(args) -> int:
     if args.resume is not None and not os.path.isfile(args.resume):
         raise CommandError(f"--resume: checkpoint file not found: {args.resume}")
     try:
-        train_segmentation(recipe, data=args.data, device=args.device, out_dir=out,
+        train_model(recipe, data=args.data, device=args.device, out_dir=out,
                            seed=args.seed, resume=args.resume, progress=not args.no_progress)
     except FloatingPointError as err:
         print(f"tinyseg: training failed: {err}", file=sys.stderr)
@@ -191,7 +196,7 @@ def _train(args) -> int:
 def _add_train(subparsers):
     p = subparsers.add_parser(
         "train",
-        help="train a segmentation model (default recipe of tinyseg.recipes)",
+        help="train a model (default recipe of tinyseg.recipes)",
         description="Train MODEL with its default recipe, overridden by the flags; writes "
         "metrics.json, checkpoint.npz, predictions.png and history.csv into --out.",
     )
@@ -205,7 +210,8 @@ def _add_train(subparsers):
     p.add_argument("--data", default="shapes", metavar="shapes|PATH",
                    help="the built-in scenes (default) or a VOC-/COCO-style folder")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/MODEL)")
-    p.add_argument("--image-size", type=_positive_int, help="side of the synthetic images (64)")
+    p.add_argument("--image-size", type=_positive_int,
+                   help="side of the images (recipe: 64 segmentation, 128 detection)")
     p.add_argument("--train-images", type=_positive_int, help="synthetic training images")
     p.add_argument("--val-images", type=_positive_int, help="synthetic validation images")
     p.add_argument("--resume", metavar="FILE", help="continue from a checkpoint of this model")
@@ -220,7 +226,7 @@ def _eval(args) -> int:
     from .engine import evaluate_checkpoint
 
     _check_device(args.device)
-    scores, _, config = evaluate_checkpoint(
+    scores, model, config = evaluate_checkpoint(
         args.checkpoint, expected=args.model, data=args.data, device=args.device,
         batch_size=args.batch_size, val_images=args.val_images, progress=not args.no_progress,
     )
@@ -228,15 +234,13 @@ def _eval(args) -> int:
     print(f"{args.model} from {args.checkpoint} (epoch {config.get('epoch', '?')}) on {args.data}:")
     _print_scores(scores, classes)
     if args.out is not None:
+        from .engine import is_detection, task_scores
+
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         metrics = {
             "model": args.model,
-            "miou": scores["miou"],
-            "pixel_accuracy": scores["pixel_accuracy"],
-            "dice": scores["dice"],
-            "per_class_iou": scores["per_class_iou"],
-            "val_loss": scores.get("loss"),
+            **task_scores(scores, is_detection(model)),
             "train_seconds": config.get("train_seconds"),
             "epochs": config.get("epoch"),
             "classes": classes,
@@ -247,6 +251,19 @@ def _eval(args) -> int:
 
         _write_json(out / "metrics.json", metrics)
         print(f"wrote {out / 'metrics.json'}")
+        # the same picture training leaves: label maps, or true and predicted boxes
+        from . import viz
+        from .engine import headline, make_loaders, open_split
+        from .recipes import Recipe
+
+        recipe = Recipe.from_dict(config.get("recipe", {"model": args.model}))
+        val_set = open_split(args.data, "val", recipe.replace(val_images=args.val_images),
+                             cache=False)
+        _, loader = make_loaders(val_set, val_set, recipe, 0)
+        viz.save_predictions(out / "predictions.png", model, val_set, classes=classes,
+                             device=args.device, title=f"{args.model}: {headline(scores)}",
+                             transform=loader.transform)
+        print(f"wrote {out / 'predictions.png'}")
     return 0
 
 
@@ -254,8 +271,9 @@ def _add_eval(subparsers):
     p = subparsers.add_parser(
         "eval",
         help="score a checkpoint on the validation split",
-        description="Rebuild MODEL from --checkpoint and print mIoU, pixel accuracy and Dice "
-        "on the val split of --data.",
+        description="Rebuild MODEL from --checkpoint and score it on the val split of --data: "
+        "mIoU, pixel accuracy and Dice for segmentation, COCO box mAP for detection. With --out, "
+        "also write metrics.json and predictions.png.",
     )
     _add_model(p)
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="a checkpoint.npz")
@@ -264,7 +282,8 @@ def _add_eval(subparsers):
     _add_device(p)
     p.add_argument("--batch-size", type=_positive_int, help="images per batch")
     p.add_argument("--val-images", type=_positive_int, help="synthetic validation images")
-    p.add_argument("--out", metavar="DIR", help="also write DIR/metrics.json")
+    p.add_argument("--out", metavar="DIR",
+                   help="also write DIR/metrics.json and DIR/predictions.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_eval)
 
@@ -288,7 +307,7 @@ def _predict(args) -> int:
     from PIL import Image
 
     from . import viz
-    from .engine import load_model, predict
+    from .engine import is_detection, load_model, predict
 
     _check_device(args.device)
     model, config = load_model(args.checkpoint, expected=args.model, device=args.device)
@@ -296,6 +315,8 @@ def _predict(args) -> int:
     out = Path(args.out if args.out is not None else os.path.join("runs", args.model, "predict"))
     pictures = [_read_image(path) for path in args.images]  # every error before any work
     out.mkdir(parents=True, exist_ok=True)
+    if is_detection(model):
+        return _predict_boxes(args, model, config, pictures, size, out)
     for path, picture in zip(args.images, pictures):
         h, w = picture.shape[:2]
         resized = numpy.asarray(Image.fromarray(picture).resize((size, size), Image.BILINEAR))
@@ -320,17 +341,54 @@ def _predict(args) -> int:
     return 0
 
 
+def _predict_boxes(args, model, config, pictures, size, out) -> int:
+    """predict for a detector: boxes on each picture -> <stem>_boxes.png and <stem>_boxes.json."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from . import viz
+    from .engine import predict_detections
+
+    classes = config.get("classes") or []
+    for path, picture in zip(args.images, pictures):
+        h, w = picture.shape[:2]
+        resized = numpy.asarray(Image.fromarray(picture).resize((size, size), Image.BILINEAR))
+        image = resized.transpose(2, 0, 1).astype(numpy.float32) / 255.0
+        found = predict_detections(model, image[None], device=args.device)[0]
+        boxes = found["boxes"] * numpy.array([w / size, h / size, w / size, h / size])
+        keep = found["scores"] >= args.score_threshold
+        fig, ax = plt.subplots(figsize=(5, 5 * h / w))
+        ax.imshow(picture)
+        viz.draw_boxes(ax, boxes[keep], found["labels"][keep], found["scores"][keep], classes)
+        ax.set_axis_off()
+        stem = Path(path).stem
+        fig.savefig(out / f"{stem}_boxes.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        names = [classes[v] if v < len(classes) else str(v) for v in found["labels"][keep]]
+        records = [{"box": [round(float(v), 2) for v in b], "label": int(lab), "name": name,
+                    "score": round(float(sc), 4)}
+                   for b, lab, name, sc in zip(boxes[keep], found["labels"][keep], names,
+                                               found["scores"][keep])]
+        (out / f"{stem}_boxes.json").write_text(json.dumps(records, indent=1) + "\n")
+        print(f"{path}: {len(records)} object(s) {', '.join(names)} -> "
+              f"{out / (stem + '_boxes.png')}, {out / (stem + '_boxes.json')}")
+    return 0
+
+
 def _add_predict(subparsers):
     p = subparsers.add_parser(
         "predict",
-        help="segment image files with a checkpoint",
-        description="Segment each IMAGE with MODEL from --checkpoint; writes <stem>_mask.png "
-        "(palette PNG, pixel value = class) and <stem>_overlay.png per image.",
+        help="segment or detect objects in image files with a checkpoint",
+        description="Run MODEL from --checkpoint on each IMAGE. A segmentation model writes "
+        "<stem>_mask.png (palette PNG, pixel value = class) and <stem>_overlay.png; a detector "
+        "writes <stem>_boxes.png (the boxes drawn) and <stem>_boxes.json.",
     )
     _add_model(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="a checkpoint.npz")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/MODEL/predict)")
+    p.add_argument("--score-threshold", type=_fraction, default=0.3,
+                   help="detectors: draw boxes scoring at least this (0.3)")
     _add_device(p)
     p.set_defaults(func=_predict)
 
@@ -356,14 +414,14 @@ def demo_recipe(epochs=None):
 
 
 def _demo(args) -> int:
-    from .engine import train_segmentation
+    from .engine import train_model
 
     _check_device(args.device)
     recipe = demo_recipe(args.epochs)
     print(f"tinyseg demo: U-Net on {recipe.train_images} synthetic {recipe.image_size}x"
           f"{recipe.image_size} scenes, {recipe.epochs} epoch(s), device {args.device}")
     try:
-        train_segmentation(recipe, data="shapes", device=args.device, out_dir=args.out,
+        train_model(recipe, data="shapes", device=args.device, out_dir=args.out,
                            seed=args.seed, progress=not args.no_progress)
     except FloatingPointError as err:
         print(f"tinyseg: training failed: {err}", file=sys.stderr)

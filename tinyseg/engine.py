@@ -15,9 +15,24 @@ The loop every model in tinyseg trains with is short::
         history.append(...); write history.csv; save checkpoint.npz
 
 ``Trainer`` holds that loop; ``evaluate`` and ``predict`` are plain functions a
-notebook can call on their own; ``train_segmentation`` wires a recipe
+notebook can call on their own; ``train_model`` wires a recipe
 (``tinyseg.recipes``) to data, model, optimiser and files: it is what
 ``tinyseg train`` runs.
+
+Two kinds of model share the loop. What differs is three lines of it, chosen by
+the model's ``task`` attribute:
+
+============  =====================================  ===================================
+step          segmentation (the default)             detection (``task = "detection"``)
+============  =====================================  ===================================
+loss          ``loss_fn(model(images), mask)``       ``sum(model(images, targets).values())``
+evaluate      confusion matrix -> mIoU, Dice         detections -> COCO mAP (``bbox_map``...)
+picture       image / truth / predicted labels       image with true / predicted boxes
+============  =====================================  ===================================
+
+A detection model computes its own loss: only it knows how its outputs meet the
+boxes (a YOLO grid cell, a matched anchor). The targets stay on the host, as a
+list of ``{"boxes", "labels"}`` per image; the model moves what it needs.
 
 Determinism. Every random choice is a function of ``(seed, epoch)``: the
 weights come from ``nn.init.manual_seed(seed)``, the shuffle and augmentation
@@ -62,17 +77,26 @@ OPTIMIZER_PREFIX = "__optimizer__."
 HISTORY_FIELDS = (
     "epoch", "train_loss", "val_loss", "miou", "pixel_accuracy", "dice", "lr", "seconds",
 )
+# Detection runs have no validation loss (an eval-mode detector returns boxes, not losses); the
+# loss terms (``train_loss_box``, ...) follow these columns.
+DETECTION_HISTORY_FIELDS = (
+    "epoch", "train_loss", "bbox_map", "bbox_map_50", "bbox_map_75", "lr", "seconds",
+)
 
 __all__ = [
     "SegmentationLoss",
     "Trainer",
+    "batch_targets",
     "batch_to_device",
     "center_crop",
     "evaluate",
+    "evaluate_detection",
+    "is_detection",
     "load_model",
     "predict",
+    "predict_detections",
     "seed_everything",
-    "train_segmentation",
+    "train_model",
 ]
 
 
@@ -141,6 +165,68 @@ def _num_classes_of(model, num_classes):
     return found
 
 
+def is_detection(model) -> bool:
+    """True for a detection model (``task = "detection"``): it takes targets, returns boxes."""
+    return getattr(model, "task", "segmentation") == "detection"
+
+
+def batch_targets(batch: dict) -> list[dict]:
+    """The detection targets of a loader batch: one ``{"boxes", "labels"}`` dict per image.
+
+    They stay host arrays; the model copies them to the images' device itself.
+    """
+    return [{"boxes": np.asarray(b, dtype=np.float32).reshape(-1, 4),
+             "labels": np.asarray(lab, dtype=np.int64).reshape(-1)}
+            for b, lab in zip(batch["boxes"], batch["labels"])]
+
+
+def _detections_to_host(detections) -> list[dict]:
+    return [{k: backend.to_numpy(v) for k, v in d.items()} for d in detections]
+
+
+def evaluate_detection(model, loader, device: str = "cpu", progress: bool = False) -> dict:
+    """COCO-style box mAP of a detection model on every batch of ``loader``.
+
+    Runs the model in eval mode under ``no_grad``; the detections come back to the host and
+    ``tinyseg.metrics.mean_average_precision`` scores them against the batches' boxes.
+
+    :returns: ``{"bbox_map", "bbox_map_50", "bbox_map_75", "bbox_map_small", ...}``: each key of
+        ``mean_average_precision`` with the prefix ``bbox_`` (the names of ``metrics.json``).
+    """
+    from .metrics import mean_average_precision
+
+    preds, targets = [], []
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        with no_grad():
+            for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
+                targets += batch_targets(batch)
+                batch = batch_to_device(batch, device)
+                preds += _detections_to_host(model(batch["image"]))
+    finally:
+        model.train(was_training)
+    scores = mean_average_precision(preds, targets, iou_type="bbox")
+    return {f"bbox_{key}": float(value) for key, value in scores.items()}
+
+
+def predict_detections(model, images, device: str = "cpu", batch_size: int = 8) -> list[dict]:
+    """Detections of ``images`` (N, 3, H, W) float32 host array: N dicts of host arrays
+    ``{"boxes", "scores", "labels"}``, in eval mode under ``no_grad``."""
+    images = np.asarray(images, dtype=np.float32)
+    was_training = getattr(model, "training", False)
+    model.eval()
+    out = []
+    try:
+        with no_grad():
+            for start in range(0, len(images), batch_size):
+                x = tensor(backend.to_device(images[start : start + batch_size], device))
+                out += _detections_to_host(model(x))
+    finally:
+        model.train(was_training)
+    return out
+
+
 def evaluate(model, loader, num_classes: int | None = None, device: str = "cpu",
              loss_fn=None, ignore_index: int = 255, progress: bool = False) -> dict:
     """Score ``model`` on every batch of ``loader``, in eval mode and without gradients.
@@ -152,8 +238,11 @@ def evaluate(model, loader, num_classes: int | None = None, device: str = "cpu",
     :param loss_fn: when given, the mean loss over the batches is returned as ``"loss"``.
     :param ignore_index: label of pixels left out of the scores.
     :returns: ``{"miou", "pixel_accuracy", "dice", "per_class_iou"}`` (+ ``"loss"``).
-        The model is put back into the mode it was in.
+        The model is put back into the mode it was in. A detection model is scored by
+        :func:`evaluate_detection` instead (its keys are ``bbox_map``, ...).
     """
+    if is_detection(model):
+        return evaluate_detection(model, loader, device, progress)
     num_classes = _num_classes_of(model, num_classes)
     meter = SegmentationMeter(num_classes, ignore_index)
     was_training = getattr(model, "training", False)
@@ -255,9 +344,11 @@ def load_model(path, expected: str | None = None, device: str = "cpu"):
 class Trainer:
     """The training loop shared by every model.
 
-    :param model: an ``nn.Module``.
+    :param model: an ``nn.Module``: a segmentation model, or a detection model
+        (``task = "detection"``) that returns its own loss terms in training mode.
     :param optimizer: a ``tinyseg.optim`` optimiser over ``model.parameters()``.
-    :param loss_fn: ``loss_fn(output, target) -> scalar Tensor``.
+    :param loss_fn: ``loss_fn(output, target) -> scalar Tensor`` (segmentation; None for a
+        detection model, whose loss is the sum of the terms it returns).
     :param train_loader: a ``DataLoader`` (``set_epoch`` is called when it has one).
     :param val_loader: scored after every epoch (None: no validation).
     :param scheduler: an LR schedule, stepped once per epoch (or None).
@@ -278,6 +369,9 @@ class Trainer:
         backend.check_device(device)
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+        self.detection = is_detection(model)
+        if loss_fn is None and not self.detection:
+            raise ValueError("loss_fn is needed for a segmentation model (e.g. SegmentationLoss())")
         self.model = model.to(device)
         self.optimizer, self.scheduler, self.loss_fn = optimizer, scheduler, loss_fn
         self.train_loader, self.val_loader = train_loader, val_loader
@@ -291,22 +385,37 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.history: list[dict] = []
         self.metrics: dict = {}
+        self.loss_terms: dict = {}
         self.train_seconds = 0.0
 
     # -- one epoch --
+    def training_loss(self, batch):
+        """The loss of one device batch and its named terms: ``(loss Tensor, {name: float})``."""
+        if self.detection:
+            terms = self.model(batch["image"], batch_targets(batch))
+            loss = sum(terms.values())
+            return loss, {name: value.item() for name, value in terms.items()}
+        output, target = _forward_and_crop(self.model, batch)
+        return self.loss_fn(output, target), {}
+
     def train_one_epoch(self, epoch: int) -> float:
-        """Train for one epoch; returns the mean training loss."""
+        """Train for one epoch; returns the mean training loss.
+
+        The mean of each named loss term (detection) is kept in ``self.loss_terms``.
+        """
         seed_everything(self.seed, epoch, self.device)
         if hasattr(self.train_loader, "set_epoch"):
             self.train_loader.set_epoch(epoch)
         self.model.train()
         total, count = 0.0, 0
+        term_totals: dict[str, float] = {}
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
                    disable=not self.progress, unit="batch")
         for batch in bar:
             batch = batch_to_device(batch, self.device)
-            output, target = _forward_and_crop(self.model, batch)
-            loss = self.loss_fn(output, target)
+            loss, terms = self.training_loss(batch)
+            for name, value in terms.items():
+                term_totals[name] = term_totals.get(name, 0.0) + value
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
@@ -318,6 +427,7 @@ class Trainer:
             total, count = total + value, count + 1
             bar.set_postfix(loss=f"{total / count:.4f}")
         bar.close()
+        self.loss_terms = {name: value / max(count, 1) for name, value in term_totals.items()}
         return total / max(count, 1)
 
     def evaluate(self, loader=None) -> dict:
@@ -335,11 +445,14 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.step()
             row = {"epoch": epoch + 1, "train_loss": train_loss}
+            row.update({f"train_{name}": value for name, value in self.loss_terms.items()})
             if self.val_loader is not None:
                 scores = self.evaluate()
                 self.metrics = scores
-                row.update(val_loss=scores["loss"], miou=scores["miou"],
-                           pixel_accuracy=scores["pixel_accuracy"], dice=scores["dice"])
+                shown = DETECTION_HISTORY_FIELDS if self.detection else HISTORY_FIELDS
+                row.update({k: scores[k] for k in shown if k in scores})
+                if not self.detection:
+                    row["val_loss"] = scores["loss"]
             seconds = time.perf_counter() - start
             row.update(lr=lr, seconds=round(seconds, 3))
             self.train_seconds += seconds
@@ -354,19 +467,31 @@ class Trainer:
 
     def _summary(self, row):
         text = f"epoch {row['epoch']}/{self.epochs}  train_loss {row['train_loss']:.4f}"
+        if "bbox_map" in row:
+            text += (f"  bbox mAP {row['bbox_map']:.4f}  mAP@50 {row['bbox_map_50']:.4f}"
+                     f"  mAP@75 {row['bbox_map_75']:.4f}")
         if "miou" in row:
             text += (f"  val_loss {row['val_loss']:.4f}  mIoU {row['miou']:.4f}"
                      f"  pixel_acc {row['pixel_accuracy']:.4f}")
         return text + f"  lr {row['lr']:.2e}  {row['seconds']:.1f}s"
 
     # -- files --
+    def history_fields(self) -> list[str]:
+        """The columns of ``history.csv``: ``HISTORY_FIELDS`` (segmentation) or
+        ``DETECTION_HISTORY_FIELDS`` followed by the loss terms (detection)."""
+        fields = list(DETECTION_HISTORY_FIELDS if self.detection else HISTORY_FIELDS)
+        for row in self.history:
+            fields += [k for k in row if k.startswith("train_loss_") and k not in fields]
+        return fields
+
     def write_history(self, path) -> None:
-        """Write ``history.csv``: one row per epoch, columns ``HISTORY_FIELDS``."""
+        """Write ``history.csv``: one row per epoch, columns ``history_fields()``."""
+        fields = self.history_fields()
         with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             for row in self.history:
-                writer.writerow({k: row.get(k, "") for k in HISTORY_FIELDS})
+                writer.writerow({k: row.get(k, "") for k in fields})
 
     def checkpoint_config(self) -> dict:
         """The JSON part of the checkpoint (without the optimiser's arrays)."""
@@ -437,7 +562,7 @@ def _jsonable(value):
     return value
 
 
-# ----- one segmentation run, from a recipe --------------------------------------------------
+# ----- one training run, from a recipe --------------------------------------------------
 def make_optimizer(model, recipe):
     """The optimiser a recipe names (``adam``, ``adamw`` or ``sgd`` with Nesterov momentum)."""
     from . import optim
@@ -499,7 +624,7 @@ def open_split(data, split: str, recipe, cache: bool = True):
     if str(data) == "shapes":
         count = recipe.train_images if split == "train" else recipe.val_images
         dataset = datasets.open_dataset("shapes", split, num_images=count,
-                                        size=recipe.image_size)
+                                        size=recipe.image_size, max_objects=recipe.max_objects)
     else:
         dataset = datasets.open_dataset(data, split)
     return CachedDataset(dataset) if cache else dataset
@@ -544,18 +669,21 @@ def _write_json(path, values) -> None:
     Path(path).write_text(json.dumps(_jsonable(values), indent=2) + "\n")
 
 
-def train_segmentation(recipe, data="shapes", device: str = "cpu", out_dir=None, seed: int = 0,
-                       resume=None, progress: bool = True, log=print) -> dict:
+def train_model(recipe, data="shapes", device: str = "cpu", out_dir=None, seed: int = 0,
+                resume=None, progress: bool = True, log=print) -> dict:
     """One full run: data, model and optimiser from ``recipe``, the loop, then the files.
 
     Writes into ``out_dir`` (default ``runs/<model>``): ``checkpoint.npz`` and
     ``history.csv`` (after every epoch), then ``metrics.json`` and
     ``predictions.png``.
 
-    :param recipe: a ``tinyseg.recipes.Recipe``.
-    :param data: ``"shapes"`` or a VOC-/COCO-style folder.
+    :param recipe: a ``tinyseg.recipes.Recipe`` (a segmentation or a detection model).
+    :param data: ``"shapes"`` or a VOC-/COCO-style folder (detection needs boxes: COCO-style).
     :param resume: a checkpoint to continue from (same model and recipe).
-    :returns: the metrics dict written to ``metrics.json``.
+    :returns: the metrics dict written to ``metrics.json``: ``miou``, ``pixel_accuracy``,
+        ``dice``, ``per_class_iou`` for segmentation; ``bbox_map``, ``bbox_map_50``,
+        ``bbox_map_75`` (and the other ``bbox_`` keys) for detection; and for both the run's
+        facts (``train_seconds``, ``epochs``, ``model``, ``seconds_per_epoch``, ``peak_rss_mb``...).
     """
     from . import nn, viz
     from .models import build_model
@@ -570,14 +698,19 @@ def train_segmentation(recipe, data="shapes", device: str = "cpu", out_dir=None,
     recipe = recipe.replace(num_classes=num_classes)
     nn.init.manual_seed(seed)
     model = build_model(recipe.model, num_classes=num_classes, **recipe.model_options)
+    detection = is_detection(model)
+    if detection and not getattr(getattr(train_set, "dataset", train_set), "has_boxes", True):
+        raise ValueError(f"{recipe.model} is a detector and needs boxes: --data must be 'shapes' "
+                         f"or a COCO-style folder (annotations/), not the VOC segmentation "
+                         f"folder {data}")
+    loss_fn = None if detection else SegmentationLoss(recipe.ignore_index, recipe.dice_weight)
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe)
     train_loader, val_loader = make_loaders(train_set, val_set, recipe, seed)
     trainer = Trainer(
-        model, optimizer, SegmentationLoss(recipe.ignore_index, recipe.dice_weight),
-        train_loader, val_loader, scheduler=scheduler, device=device, epochs=recipe.epochs,
-        out_dir=out_dir, seed=seed, num_classes=num_classes, ignore_index=recipe.ignore_index,
-        progress=progress, log=log,
+        model, optimizer, loss_fn, train_loader, val_loader, scheduler=scheduler, device=device,
+        epochs=recipe.epochs, out_dir=out_dir, seed=seed, num_classes=num_classes,
+        ignore_index=recipe.ignore_index, progress=progress, log=log,
         config={"model": recipe.model, "recipe": recipe.to_dict(), "classes": classes,
                 "data": str(data)},
     )
@@ -593,13 +726,8 @@ def train_segmentation(recipe, data="shapes", device: str = "cpu", out_dir=None,
         trainer.save(out_dir / "checkpoint.npz")
     scores = trainer.metrics
     epochs_run = max(len(trainer.history), 1)
-    metrics = {
-        "model": recipe.model,
-        "miou": scores["miou"],
-        "pixel_accuracy": scores["pixel_accuracy"],
-        "dice": scores["dice"],
-        "per_class_iou": scores["per_class_iou"],
-        "val_loss": scores.get("loss"),
+    metrics = {"model": recipe.model, **task_scores(scores, detection)}
+    metrics.update({
         "train_loss": trainer.history[-1]["train_loss"] if trainer.history else None,
         "train_seconds": round(trainer.train_seconds, 3),
         "seconds_per_epoch": round(trainer.train_seconds / epochs_run, 3),
@@ -615,15 +743,32 @@ def train_segmentation(recipe, data="shapes", device: str = "cpu", out_dir=None,
         "val_images": len(val_set),
         "num_parameters": int(sum(p.size for p in model.parameters())),
         "peak_rss_mb": _peak_rss_mb(),
-    }
+    })
     _write_json(out_dir / "metrics.json", metrics)
     viz.save_predictions(out_dir / "predictions.png", model, val_set, classes=classes,
-                         device=device, title=f"{recipe.model}: mIoU {scores['miou']:.3f}",
+                         device=device, title=f"{recipe.model}: {headline(scores)}",
                          transform=val_loader.transform)
-    log(f"mIoU {scores['miou']:.4f}  pixel accuracy {scores['pixel_accuracy']:.4f}  "
-        f"dice {scores['dice']:.4f}  ({trainer.train_seconds:.1f}s)")
+    log(f"{headline(scores)}  ({trainer.train_seconds:.1f}s)")
     log(f"wrote {out_dir}/metrics.json, checkpoint.npz, history.csv, predictions.png")
     return metrics
+
+
+def task_scores(scores: dict, detection: bool) -> dict:
+    """The quality entries of ``metrics.json`` from ``evaluate``'s scores."""
+    if detection:
+        return dict(scores)
+    return {"miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"],
+            "dice": scores["dice"], "per_class_iou": scores["per_class_iou"],
+            "val_loss": scores.get("loss")}
+
+
+def headline(scores: dict) -> str:
+    """One line of the main figures: mAPs for detection, mIoU etc. for segmentation."""
+    if "bbox_map" in scores:
+        return (f"bbox mAP {scores['bbox_map']:.3f}  mAP@50 {scores['bbox_map_50']:.3f}  "
+                f"mAP@75 {scores['bbox_map_75']:.3f}")
+    return (f"mIoU {scores['miou']:.4f}  pixel accuracy {scores['pixel_accuracy']:.4f}  "
+            f"dice {scores['dice']:.4f}")
 
 
 def evaluate_checkpoint(path, expected: str | None = None, data="shapes", device: str = "cpu",
@@ -640,7 +785,8 @@ def evaluate_checkpoint(path, expected: str | None = None, data="shapes", device
     recipe = recipe.replace(batch_size=batch_size, val_images=val_images)
     val_set = open_split(data, "val", recipe, cache=False)
     _, val_loader = make_loaders(val_set, val_set, recipe.replace(augment=False), 0)
-    loss_fn = SegmentationLoss(recipe.ignore_index, recipe.dice_weight)
+    loss_fn = None if is_detection(model) else SegmentationLoss(recipe.ignore_index,
+                                                                 recipe.dice_weight)
     scores = evaluate(model, val_loader, model.num_classes, device, loss_fn,
                       recipe.ignore_index, progress=progress)
     return scores, model, config

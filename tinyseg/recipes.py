@@ -7,7 +7,8 @@ loss. Command-line flags override single fields (``--epochs``, ``--lr``, ...);
 how it was made.
 
 Each default is meant to reach its model's quality target on the built-in
-shapes data within 5 minutes on a 2-core CPU (see ``benchmarks/segmentation.py``).
+shapes data on a 2-core CPU: segmentation within 5 minutes
+(``benchmarks/segmentation.py``), detection within 10 (``benchmarks/detection.py``).
 
 ``TINYSEG_FAST=1`` (set in CI and by the tests) shrinks the recipe, fewer epochs
 and images, but keeps every other setting, so the same code path runs.
@@ -44,6 +45,8 @@ class Recipe:
     :ivar dice_weight: the loss is ``cross_entropy + dice_weight * dice_loss`` (0: CE only).
     :ivar ignore_index: the label left out of the loss and the metrics.
     :ivar num_classes: classes including background (4 for the shapes scenes).
+    :ivar max_objects: the built-in scenes hold 1 to ``max_objects`` objects (1 for the
+        single-object classification + localisation model).
     """
 
     model: str
@@ -63,6 +66,7 @@ class Recipe:
     dice_weight: float = 0.0
     ignore_index: int = 255
     num_classes: int = 4
+    max_objects: int = 4
 
     def to_dict(self) -> dict:
         """A JSON-able copy (the checkpoint's ``"recipe"`` entry)."""
@@ -96,6 +100,17 @@ _DEFAULTS = {
     **{name: dict(_SHARED, model_options={"learn_final_upsample": True}, epochs=11, lr=1e-2)
        for name in ("fcn8s", "fcn16s", "fcn32s")},
 }
+
+# Detection: 128x128 scenes (the issue's size), the same loop; the model computes its own loss.
+_DETECTION = dict(batch_size=8, augment=False, dice_weight=0.0, lr=2e-3, image_size=128,
+                  train_images=2000, weight_decay=0.0)
+_DEFAULTS.update({
+    "yolo": dict(_DETECTION, epochs=10),
+    "retinanet": dict(_DETECTION, epochs=10),
+    # one object per image: the lecture's regressor has one box to give
+    # lr 1e-3: at 2e-3 and above its class loss can sit at log 3 for hundreds of steps
+    "classloc": dict(_DETECTION, epochs=6, max_objects=1, lr=1e-3),
+})
 
 # What TINYSEG_FAST=1 changes: a smoke-test-sized run of the same recipe.
 FAST = dict(epochs=2, train_images=64, val_images=16)

@@ -1,4 +1,4 @@
-"""Pictures of segmentations: coloured label maps, overlays, prediction grids, training curves.
+"""Pictures of segmentations and detections: label maps, overlays, boxes, grids, curves.
 
 Everything here works on host numpy arrays and draws with pyplot, leaving the
 backend alone: inline in a notebook, and matplotlib's own fallback (Agg) on a
@@ -11,6 +11,8 @@ machine with no display, so it runs the same in a terminal, in CI and in class.
   background left untouched.
 * ``predictions_figure`` / ``save_predictions``: a grid with one column per
   image and three rows, image / ground truth / prediction (``predictions.png``).
+* ``draw_boxes`` / ``detections_figure``: boxes with class names and scores on an image;
+  for a detector, ``save_predictions`` draws true and predicted boxes instead of label maps.
 * ``plot_history``: loss and mIoU per epoch from ``history.csv``.
 * ``save_mask_png``: a label map as a palette ("P" mode) PNG, whose pixel
   values are the labels themselves (readable back as labels, shown in colour).
@@ -141,10 +143,11 @@ def save_predictions(path, model, dataset, classes=None, device: str = "cpu", n:
     """Predict the first ``n`` samples of ``dataset``; save their ``predictions_figure``.
 
     ``transform``: applied to each sample first (e.g. a ``Resize`` for images of mixed sizes).
+    A detection model (``task = "detection"``) gets a ``detections_figure`` instead.
     """
     import matplotlib.pyplot as plt
 
-    from .engine import predict
+    from .engine import is_detection, predict, predict_detections
 
     n = min(n, len(dataset))
     samples = [dataset[i] for i in range(n)]
@@ -152,12 +155,81 @@ def save_predictions(path, model, dataset, classes=None, device: str = "cpu", n:
         rng = np.random.default_rng(0)
         samples = [transform(s, rng) for s in samples]
     images = np.stack([s["image"] for s in samples])
-    targets = np.stack([s["mask"] for s in samples])
-    preds = predict(model, images, device=device)
-    fig = predictions_figure(images, targets, preds, classes=classes, title=title)
+    if is_detection(model):
+        preds = predict_detections(model, images, device=device)
+        fig = detections_figure(images, samples, preds, classes=classes, title=title)
+    else:
+        targets = np.stack([s["mask"] for s in samples])
+        preds = predict(model, images, device=device)
+        fig = predictions_figure(images, targets, preds, classes=classes, title=title)
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return Path(path)
+
+
+def draw_boxes(ax, boxes, labels=None, scores=None, classes=None, palette=None,
+               linewidth: float = 1.5, linestyle: str = "-"):
+    """Draw xyxy ``boxes`` (N, 4) on a matplotlib ``ax``, coloured by class.
+
+    Each box gets its class name (``classes[label]``, or the number) and, when ``scores`` is
+    given, the score, written at its top-left corner.
+    """
+    from matplotlib.patches import Rectangle
+
+    palette = PALETTE if palette is None else np.asarray(palette)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    labels = np.zeros(len(boxes), np.int64) if labels is None else np.asarray(labels).reshape(-1)
+    if len(labels) != len(boxes):
+        raise ValueError(f"labels must have one entry per box ({len(boxes)}), got {len(labels)}")
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        label = int(labels[i])
+        colour = palette[label % len(palette)] / 255.0 if label > 0 else (1.0, 1.0, 1.0)
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour,
+                               linewidth=linewidth, linestyle=linestyle))
+        name = classes[label] if classes is not None and label < len(classes) else str(label)
+        text = name if scores is None else f"{name} {float(scores[i]):.2f}"
+        ax.text(x1, y1, text, color="black", fontsize=6, va="bottom",
+                bbox={"facecolor": colour, "alpha": 0.8, "pad": 0.5, "linewidth": 0})
+    return ax
+
+
+def detections_figure(images, targets, preds, classes=None, title=None,
+                      score_threshold: float = 0.3):
+    """A matplotlib Figure: one column per image; rows ground-truth boxes, predicted boxes.
+
+    :param images: (N, 3, H, W) float in [0, 1].
+    :param targets: N dicts with "boxes" (M, 4) xyxy and "labels" (M,).
+    :param preds: N dicts with "boxes", "scores" and "labels" (a detector's output).
+    :param score_threshold: predictions scoring below it are not drawn.
+    """
+    import matplotlib.pyplot as plt
+
+    images = np.asarray(images)
+    n = len(images)
+    if n == 0:
+        raise ValueError("detections_figure needs at least one image")
+    if len(targets) != n or len(preds) != n:
+        raise ValueError(f"targets and preds must have one entry per image ({n}), "
+                         f"got {len(targets)} and {len(preds)}")
+    fig, axes = plt.subplots(2, n, figsize=(1.9 * n + 0.4, 4.4), squeeze=False)
+    for j in range(n):
+        keep = np.asarray(preds[j]["scores"]) >= score_threshold
+        for i, (boxes, labels, scores) in enumerate([
+            (targets[j]["boxes"], targets[j]["labels"], None),
+            (np.asarray(preds[j]["boxes"])[keep], np.asarray(preds[j]["labels"])[keep],
+             np.asarray(preds[j]["scores"])[keep]),
+        ]):
+            ax = axes[i, j]
+            ax.imshow(_as_hwc(images[j]), interpolation="nearest")
+            draw_boxes(ax, boxes, labels, scores, classes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("ground truth")
+    axes[1, 0].set_ylabel(f"detections >= {score_threshold:g}")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def read_history(path) -> list[dict]:
@@ -170,10 +242,12 @@ def read_history(path) -> list[dict]:
 
 
 def plot_history(history, path=None):
-    """Training curves: losses (left) and val mIoU / pixel accuracy (right) per epoch.
+    """Training curves: losses (left) and the val scores (right) per epoch: mIoU and pixel
+    accuracy for segmentation, box mAP, mAP@50 and mAP@75 for detection.
 
     :param history: a ``history.csv`` path or a list of row dicts.
-    :param path: where to save the figure (None: just return it).
+    :param path: where to save the figure (None: just return it); a figure made here is then
+        closed, as in ``plot_history``.
     :returns: the matplotlib Figure.
     """
     import matplotlib.pyplot as plt
@@ -188,7 +262,7 @@ def plot_history(history, path=None):
     left.set_xlabel("epoch")
     left.set_ylabel("loss")
     left.legend()
-    for key in ("miou", "pixel_accuracy"):
+    for key in ("miou", "pixel_accuracy", "bbox_map", "bbox_map_50", "bbox_map_75"):
         values = [r.get(key) for r in rows]
         if any(v is not None for v in values):
             right.plot(epochs, [np.nan if v is None else v for v in values], "o-", label=key)
@@ -219,3 +293,54 @@ def save_image(path, image) -> Path:
 
     Image.fromarray((_as_hwc(image) * 255.0 + 0.5).astype(np.uint8)).save(path)
     return Path(path)
+
+
+def plot_pr_curve(recall, precision, ax=None, label=None, ap=None, path=None):
+    """A precision-recall curve: the raw zig-zag and the monotone envelope whose area is AP.
+
+    The raw curve joins (recall, precision) after each ranked detection: it drops at every
+    false positive and climbs at every true positive. The envelope, the best precision at
+    that recall or beyond (``tinyseg.metrics.precision_envelope``), is drawn as steps, with
+    the area under it (VOC's all-point AP) shaded.
+
+    :param recall: (n,) recall after each ranked detection, non-decreasing: e.g.
+        ``voc_eval(...)["recall"][c]``, or COCO's 101 recall points from
+        ``COCOEvaluation.pr_curve(c)`` (already an envelope, so the two curves coincide).
+    :param precision: (n,) precision at the same ranks.
+    :param ax: a matplotlib Axes to draw into (several classes on one plot); None: a new figure.
+    :param label: the curve's name in the legend (e.g. the class name).
+    :param ap: an AP to write in the legend, e.g. ``voc_eval(...)["ap"][c]``.
+    :param path: where to save the figure (None: just return it); a figure made here is then
+        closed, as in ``plot_history``.
+    :returns: the matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    from .metrics import _check_curve, precision_envelope
+
+    recall, precision = _check_curve(recall, precision)
+    own_figure = ax is None
+    fig, ax = plt.subplots(figsize=(4.2, 3.6)) if own_figure else (ax.figure, ax)
+    name = "envelope" if label is None else str(label)
+    if ap is not None:
+        name += f" (AP {float(ap):.3f})"
+    if recall.size:
+        # steps: on (recall[k-1], recall[k]] the envelope is envelope[k], from recall 0
+        steps_r = np.concatenate([[0.0], recall])
+        envelope = precision_envelope(precision)
+        steps_p = np.concatenate([envelope[:1], envelope])
+        (line,) = ax.step(steps_r, steps_p, where="pre", linewidth=1.8, label=name)
+        ax.fill_between(steps_r, steps_p, step="pre", color=line.get_color(), alpha=0.15)
+        ax.plot(recall, precision, ".-", color=line.get_color(), linewidth=0.8, markersize=3,
+                alpha=0.5, label=None if label is None else f"{label}, raw")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    if path is not None:
+        fig.savefig(path, dpi=80, bbox_inches="tight")
+        if own_figure:
+            plt.close(fig)
+    return fig

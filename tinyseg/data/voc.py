@@ -189,6 +189,9 @@ class VOCSegmentation:
     exist; reading a sample checks the files themselves. Each error names the file.
     """
 
+    #: No instances, so no boxes: a detector cannot learn from these samples.
+    has_boxes = False
+
     def __init__(self, root, split: str = "train", transform=None):
         self.root = Path(root)
         if not isinstance(split, str) or not split:
