@@ -56,6 +56,7 @@ the logits' size, the same centre the network sees.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -91,6 +92,7 @@ __all__ = [
     "center_crop",
     "evaluate",
     "evaluate_detection",
+    "evaluating",
     "is_detection",
     "load_model",
     "predict",
@@ -165,6 +167,25 @@ def _num_classes_of(model, num_classes):
     return found
 
 
+@contextlib.contextmanager
+def evaluating(model):
+    """``with evaluating(model):`` eval mode and no gradients inside; the mode is restored after."""
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        with no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def _image_batches(images, device: str, batch_size: int):
+    """Tensors of ``batch_size`` images at a time from a host array, copied to ``device``."""
+    images = np.asarray(images, dtype=np.float32)
+    for start in range(0, len(images), batch_size):
+        yield tensor(backend.to_device(images[start : start + batch_size], device))
+
+
 def is_detection(model) -> bool:
     """True for a detection model (``task = "detection"``): it takes targets, returns boxes."""
     return getattr(model, "task", "segmentation") == "detection"
@@ -196,16 +217,11 @@ def evaluate_detection(model, loader, device: str = "cpu", progress: bool = Fals
     from .metrics import mean_average_precision
 
     preds, targets = [], []
-    was_training = getattr(model, "training", False)
-    model.eval()
-    try:
-        with no_grad():
-            for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
-                targets += batch_targets(batch)
-                batch = batch_to_device(batch, device)
-                preds += _detections_to_host(model(batch["image"]))
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
+            targets += batch_targets(batch)
+            batch = batch_to_device(batch, device)
+            preds += _detections_to_host(model(batch["image"]))
     scores = mean_average_precision(preds, targets, iou_type="bbox")
     return {f"bbox_{key}": float(value) for key, value in scores.items()}
 
@@ -213,17 +229,10 @@ def evaluate_detection(model, loader, device: str = "cpu", progress: bool = Fals
 def predict_detections(model, images, device: str = "cpu", batch_size: int = 8) -> list[dict]:
     """Detections of ``images`` (N, 3, H, W) float32 host array: N dicts of host arrays
     ``{"boxes", "scores", "labels"}``, in eval mode under ``no_grad``."""
-    images = np.asarray(images, dtype=np.float32)
-    was_training = getattr(model, "training", False)
-    model.eval()
     out = []
-    try:
-        with no_grad():
-            for start in range(0, len(images), batch_size):
-                x = tensor(backend.to_device(images[start : start + batch_size], device))
-                out += _detections_to_host(model(x))
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        for x in _image_batches(images, device, batch_size):
+            out += _detections_to_host(model(x))
     return out
 
 
@@ -245,19 +254,14 @@ def evaluate(model, loader, num_classes: int | None = None, device: str = "cpu",
         return evaluate_detection(model, loader, device, progress)
     num_classes = _num_classes_of(model, num_classes)
     meter = SegmentationMeter(num_classes, ignore_index)
-    was_training = getattr(model, "training", False)
-    model.eval()
     losses = []
-    try:
-        with no_grad():
-            for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
-                batch = batch_to_device(batch, device)
-                logits, target = _forward_and_crop(model, batch)
-                if loss_fn is not None:
-                    losses.append(loss_fn(logits, target).item())
-                meter.update(logits, target)
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
+            batch = batch_to_device(batch, device)
+            logits, target = _forward_and_crop(model, batch)
+            if loss_fn is not None:
+                losses.append(loss_fn(logits, target).item())
+            meter.update(logits, target)
     scores = meter.compute()
     if loss_fn is not None:
         scores["loss"] = float(np.mean(losses)) if losses else float("nan")
@@ -270,16 +274,10 @@ def predict(model, images, device: str = "cpu", batch_size: int = 8):
     Runs in eval mode under ``no_grad``; the result comes back to the host.
     """
     images = np.asarray(images, dtype=np.float32)
-    was_training = getattr(model, "training", False)
-    model.eval()
     out = []
-    try:
-        with no_grad():
-            for start in range(0, len(images), batch_size):
-                x = tensor(backend.to_device(images[start : start + batch_size], device))
-                out.append(backend.to_numpy(model(x).data.argmax(axis=1)).astype(np.int64))
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        for x in _image_batches(images, device, batch_size):
+            out.append(backend.to_numpy(model(x).data.argmax(axis=1)).astype(np.int64))
     return np.concatenate(out) if out else np.zeros((0,) + images.shape[2:], dtype=np.int64)
 
 

@@ -106,7 +106,7 @@ _DETECTION = dict(batch_size=8, augment=False, dice_weight=0.0, lr=2e-3, image_s
                   train_images=2000, weight_decay=0.0)
 _DEFAULTS.update({
     "yolo": dict(_DETECTION, epochs=10),
-    "retinanet": dict(_DETECTION, epochs=10),
+    "retinanet": dict(_DETECTION, epochs=6),
     # one object per image: the lecture's regressor has one box to give
     # lr 1e-3: at 2e-3 and above its class loss can sit at log 3 for hundreds of steps
     "classloc": dict(_DETECTION, epochs=6, max_objects=1, lr=1e-3),
