@@ -105,7 +105,9 @@ _DEFAULTS = {
 _DETECTION = dict(batch_size=8, augment=False, dice_weight=0.0, lr=2e-3, image_size=128,
                   train_images=2000, weight_decay=0.0)
 _DEFAULTS.update({
-    "yolo": dict(_DETECTION, epochs=10),
+    # 10 epochs at lr 2e-3 gave mAP@50 0.856; 16 at 3e-3 0.880 (20 at 2e-3 overfit: 0.87 -> 0.85)
+    "yolo": dict(_DETECTION, epochs=16, lr=3e-3),
+    # mAP@50 0.90 after 3 of 10 epochs and 0.96 after 10; 6 keeps a wide margin in half the time
     "retinanet": dict(_DETECTION, epochs=6),
     # one object per image: the lecture's regressor has one box to give
     # lr 1e-3: at 2e-3 and above its class loss can sit at log 3 for hundreds of steps
