@@ -387,8 +387,8 @@ def _add_predict(subparsers):
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="a checkpoint.npz")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/MODEL/predict)")
-    p.add_argument("--score-threshold", type=_fraction, default=0.3,
-                   help="detectors: draw boxes scoring at least this (0.3)")
+    p.add_argument("--score-threshold", type=_fraction, default=0.5,
+                   help="detectors: draw boxes scoring at least this (0.5)")
     _add_device(p)
     p.set_defaults(func=_predict)
 

@@ -194,7 +194,7 @@ def draw_boxes(ax, boxes, labels=None, scores=None, classes=None, palette=None,
 
 
 def detections_figure(images, targets, preds, classes=None, title=None,
-                      score_threshold: float = 0.3):
+                      score_threshold: float = 0.5):
     """A matplotlib Figure: one column per image; rows ground-truth boxes, predicted boxes.
 
     :param images: (N, 3, H, W) float in [0, 1].
