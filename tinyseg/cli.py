@@ -223,21 +223,21 @@ def _add_train(subparsers):
 
 
 def _eval(args) -> int:
-    from .engine import evaluate_checkpoint
+    from .engine import _write_json, evaluate_checkpoint, is_detection, task_scores
 
     _check_device(args.device)
+    out = Path(args.out) if args.out is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     scores, model, config = evaluate_checkpoint(
         args.checkpoint, expected=args.model, data=args.data, device=args.device,
         batch_size=args.batch_size, val_images=args.val_images, progress=not args.no_progress,
+        picture=None if out is None else out / "predictions.png",
     )
     classes = list(config.get("classes") or [])
     print(f"{args.model} from {args.checkpoint} (epoch {config.get('epoch', '?')}) on {args.data}:")
     _print_scores(scores, classes)
-    if args.out is not None:
-        from .engine import is_detection, task_scores
-
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         metrics = {
             "model": args.model,
             **task_scores(scores, is_detection(model)),
@@ -247,23 +247,8 @@ def _eval(args) -> int:
             "checkpoint": str(args.checkpoint),
             "data": str(args.data),
         }
-        from .engine import _write_json
-
         _write_json(out / "metrics.json", metrics)
-        print(f"wrote {out / 'metrics.json'}")
-        # the same picture training leaves: label maps, or true and predicted boxes
-        from . import viz
-        from .engine import headline, make_loaders, open_split
-        from .recipes import Recipe
-
-        recipe = Recipe.from_dict(config.get("recipe", {"model": args.model}))
-        val_set = open_split(args.data, "val", recipe.replace(val_images=args.val_images),
-                             cache=False)
-        _, loader = make_loaders(val_set, val_set, recipe, 0)
-        viz.save_predictions(out / "predictions.png", model, val_set, classes=classes,
-                             device=args.device, title=f"{args.model}: {headline(scores)}",
-                             transform=loader.transform)
-        print(f"wrote {out / 'predictions.png'}")
+        print(f"wrote {out / 'metrics.json'} and {out / 'predictions.png'}")
     return 0
 
 
@@ -303,6 +288,14 @@ def _read_image(path):
         raise CommandError(f"cannot read image {path}: {err}") from None
 
 
+def _model_input(picture, size: int):
+    """An RGB photo (H, W, 3) uint8 -> a batch of one (1, 3, size, size) float32 in [0, 1]."""
+    from PIL import Image
+
+    resized = numpy.asarray(Image.fromarray(picture).resize((size, size), Image.BILINEAR))
+    return resized.transpose(2, 0, 1)[None].astype(numpy.float32) / 255.0
+
+
 def _predict(args) -> int:
     from PIL import Image
 
@@ -319,9 +312,7 @@ def _predict(args) -> int:
         return _predict_boxes(args, model, config, pictures, size, out)
     for path, picture in zip(args.images, pictures):
         h, w = picture.shape[:2]
-        resized = numpy.asarray(Image.fromarray(picture).resize((size, size), Image.BILINEAR))
-        image = resized.transpose(2, 0, 1).astype(numpy.float32) / 255.0
-        labels = predict(model, image[None], device=args.device)[0]
+        labels = predict(model, _model_input(picture, size), device=args.device)[0]
         if labels.shape != (size, size):  # valid padding: the centre, the border unknown
             full = numpy.full((size, size), 255, dtype=numpy.int64)
             top, left = (size - labels.shape[0]) // 2, (size - labels.shape[1]) // 2
@@ -344,7 +335,6 @@ def _predict(args) -> int:
 def _predict_boxes(args, model, config, pictures, size, out) -> int:
     """predict for a detector: boxes on each picture -> <stem>_boxes.png and <stem>_boxes.json."""
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     from . import viz
     from .engine import predict_detections
@@ -352,9 +342,7 @@ def _predict_boxes(args, model, config, pictures, size, out) -> int:
     classes = config.get("classes") or []
     for path, picture in zip(args.images, pictures):
         h, w = picture.shape[:2]
-        resized = numpy.asarray(Image.fromarray(picture).resize((size, size), Image.BILINEAR))
-        image = resized.transpose(2, 0, 1).astype(numpy.float32) / 255.0
-        found = predict_detections(model, image[None], device=args.device)[0]
+        found = predict_detections(model, _model_input(picture, size), device=args.device)[0]
         boxes = found["boxes"] * numpy.array([w / size, h / size, w / size, h / size])
         keep = found["scores"] >= args.score_threshold
         fig, ax = plt.subplots(figsize=(5, 5 * h / w))

@@ -771,11 +771,14 @@ def headline(scores: dict) -> str:
 
 def evaluate_checkpoint(path, expected: str | None = None, data="shapes", device: str = "cpu",
                         batch_size: int | None = None, val_images: int | None = None,
-                        progress: bool = True):
+                        progress: bool = True, picture=None):
     """Rebuild a saved model and score it on the val split of ``data``.
 
+    :param picture: when given, a path where the same ``predictions.png`` as training's is drawn
+        (label maps, or true and predicted boxes) from the split just scored.
     :returns: ``(metrics, model, config)``.
     """
+    from . import viz
     from .recipes import Recipe
 
     model, config = load_model(path, expected, device)
@@ -787,4 +790,8 @@ def evaluate_checkpoint(path, expected: str | None = None, data="shapes", device
                                                                  recipe.dice_weight)
     scores = evaluate(model, val_loader, model.num_classes, device, loss_fn,
                       recipe.ignore_index, progress=progress)
+    if picture is not None:
+        viz.save_predictions(picture, model, val_set, classes=config.get("classes") or None,
+                             device=device, title=f"{config['model']}: {headline(scores)}",
+                             transform=val_loader.transform)
     return scores, model, config

@@ -61,12 +61,10 @@ from ..boxes import box_convert, clip_boxes_to_image
 from ..nn import Linear
 from ..ops.validate import pair
 from .blocks import check_model_input
-from .detection import BackboneDetector, as_detections
+from .detection import SMOOTH_L1_BETA, BackboneDetector, as_detections
 from .segnet import check_divisible
 
 __all__ = ["ClassLocNet", "single_object_targets"]
-
-BOX_BETA = 1.0 / 9  # smooth L1's beta for box regression (REFERENCE.md, detection heads)
 
 
 def single_object_targets(boxes, labels, image_size, dtype="float32"):
@@ -177,7 +175,7 @@ class ClassLocNet(BackboneDetector):
         has_object = (class_target >= 0).astype(box.dtype)
         per_image = 1 / xp.maximum(has_object.sum(), 1)  # 1 / (images with an object)
         loss_class = F.cross_entropy(logits, class_target, reduction="sum") * per_image
-        loss_box = F.smooth_l1_loss(box, box_target, reduction="none", beta=BOX_BETA)
+        loss_box = F.smooth_l1_loss(box, box_target, reduction="none", beta=SMOOTH_L1_BETA)
         loss_box = (loss_box * has_object[:, None]).sum() * per_image
         return {"loss_class": loss_class, "loss_box": loss_box}
 

@@ -23,6 +23,7 @@ The pieces
   RetinaNet reject bad input with the same messages, each naming the entry, e.g.
   ``targets[1]['labels']``. It moves the targets to the images' device (the one explicit move).
 * ``as_detections``: one image's chosen boxes in the contract's eval-mode form.
+* ``SMOOTH_L1_BETA``: the beta (1/9) of the smooth-L1 box losses.
 * ``make_backbone``: L stages of conv-BN-ReLU; stage i holds ``depths[i]`` layers of
   ``widths[i]`` channels, the first of them with stride 2, so
 
@@ -46,7 +47,13 @@ from ..nn import Module, Sequential
 from .blocks import check_model_input, conv_bn_relu
 from .segnet import _int_tuple, _positive_int
 
-__all__ = ["BackboneDetector", "as_detections", "check_detection_targets", "make_backbone"]
+__all__ = [
+    "SMOOTH_L1_BETA", "BackboneDetector", "as_detections", "check_detection_targets",
+    "make_backbone",
+]
+
+#: smooth L1's beta for every box regression of a detection head (REFERENCE.md: 1/9)
+SMOOTH_L1_BETA = 1.0 / 9
 
 
 def check_detection_targets(targets, num_images: int, num_classes: int, device: str):

@@ -110,13 +110,17 @@ from ..boxes import (
 from ..nn import Conv2d, Sequential, init
 from ..ops.validate import check_int
 from .blocks import check_model_input, conv_bn_relu
-from .detection import BackboneDetector, as_detections, check_detection_targets
+from .detection import (
+    SMOOTH_L1_BETA,
+    BackboneDetector,
+    as_detections,
+    check_detection_targets,
+)
 from .segnet import _int_tuple, _positive_int, check_divisible
 
 __all__ = ["AnchorTargets", "CLS_LOSSES", "RetinaNet"]
 
 CLS_LOSSES = ("focal", "bce")
-SMOOTH_L1_BETA = 1.0 / 9  # REFERENCE.md: detection heads use beta = 1/9
 
 
 class AnchorTargets(NamedTuple):
