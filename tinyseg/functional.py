@@ -377,3 +377,44 @@ def mse_loss(input, target, reduction="mean"):
 
 
 # ===== end loss =====
+
+# ===== roi (tinyseg/ops/roi.py) =====
+from .ops import roi as _roi  # noqa: E402
+
+_RoIAlign = _pair_function(_roi.roi_align_forward, _roi.roi_align_backward, 1, "RoIAlign")
+_RoIPool = _pair_function(_roi.roi_pool_forward, _roi.roi_pool_backward, 1, "RoIPool")
+
+
+def _boxes_const(boxes):
+    """The raw arrays of ``boxes``, (K, 5) or a list of (L, 4): constants, no gradient."""
+    return [_const(b) for b in boxes] if isinstance(boxes, (list, tuple)) else _const(boxes)
+
+
+def roi_align(x, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
+    """RoIAlign as ``torchvision.ops.roi_align``: (N, C, H, W) features -> (K, C, PH, PW).
+
+    :param x: features (N, C, H, W); the only input that gets a gradient.
+    :param boxes: (K, 5) [batch_index, x1, y1, x2, y2] or a list of N (L_i, 4)
+        xyxy boxes, in image pixels (arrays or Tensors, used as constants).
+    :param output_size: int or (PH, PW).
+    :param spatial_scale: feature pixels per image pixel, e.g. 1/16.
+    :param sampling_ratio: bilinear samples per bin and axis; <= 0 is adaptive.
+    :param aligned: shift the boxes by -0.5 pixel so they refer to pixel centres.
+    """
+    return _RoIAlign.apply(
+        x, _boxes_const(boxes), output_size, spatial_scale, sampling_ratio, aligned
+    )
+
+
+def roi_pool(x, boxes, output_size, spatial_scale=1.0):
+    """RoIPool as ``torchvision.ops.roi_pool``: the box rounded to the grid, max per bin.
+
+    :param x: features (N, C, H, W); the only input that gets a gradient.
+    :param boxes: (K, 5) [batch_index, x1, y1, x2, y2] or a list of N (L_i, 4) boxes.
+    :param output_size: int or (PH, PW).
+    :param spatial_scale: feature pixels per image pixel, e.g. 1/16.
+    """
+    return _RoIPool.apply(x, _boxes_const(boxes), output_size, spatial_scale)
+
+
+# ===== end roi =====
