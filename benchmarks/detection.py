@@ -57,14 +57,16 @@ def train_one(model: str, changes: dict, out: Path, data: str, extra: list[str])
     train_model(recipe, data=data, device="cpu", out_dir=out, progress=False)
 
 
-def run(name: str, out: Path, data: str, threads: int | None) -> dict:
-    """Run ``name`` in a fresh process and read back its metrics.json."""
-    model, changes, extra = RUNS[name]
+def run(name: str, out: Path, data: str, threads: int | None, runs=None,
+        script: str = __file__) -> dict:
+    """Run ``name`` of ``runs`` (default ``RUNS``) in a fresh process, as ``script --worker``,
+    and read back its metrics.json. ``benchmarks/rcnn.py`` runs its own table through it."""
+    model, changes, extra = (RUNS if runs is None else runs)[name]
     env = dict(os.environ)
     if threads is not None:
         env.update(OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                    MKL_NUM_THREADS=str(threads))
-    command = [sys.executable, __file__, "--worker", model, json.dumps(changes),
+    command = [sys.executable, script, "--worker", model, json.dumps(changes),
                str(out / name), data, *extra]
     print("$ run", name, flush=True)
     log = (out / f"{name}.log")

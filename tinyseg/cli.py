@@ -333,8 +333,14 @@ def _predict(args) -> int:
 
 
 def _predict_boxes(args, model, config, pictures, size, out) -> int:
-    """predict for a detector: boxes on each picture -> <stem>_boxes.png and <stem>_boxes.json."""
+    """predict for a detector: boxes on each picture -> <stem>_boxes.png and <stem>_boxes.json.
+
+    A detector that predicts masks (Mask R-CNN) also colours each instance in the picture and
+    writes <stem>_instances.png, a palette PNG whose pixel value is the instance's number
+    (1, 2, ... in the order of the JSON records; 0 where no instance is).
+    """
     import matplotlib.pyplot as plt
+    from PIL import Image
 
     from . import viz
     from .engine import predict_detections
@@ -345,11 +351,22 @@ def _predict_boxes(args, model, config, pictures, size, out) -> int:
         found = predict_detections(model, _model_input(picture, size), device=args.device)[0]
         boxes = found["boxes"] * numpy.array([w / size, h / size, w / size, h / size])
         keep = found["scores"] >= args.score_threshold
+        stem = Path(path).stem
+        shown, written = picture, []
+        if "masks" in found:  # back to the photo's size, then one colour per instance
+            masks = numpy.stack([
+                numpy.asarray(Image.fromarray(m).resize((w, h), Image.NEAREST))
+                for m in found["masks"][keep]]) if keep.any() else numpy.zeros((0, h, w), bool)
+            shown = viz.overlay_instances(picture, masks[::-1])  # the best on top
+            instances = numpy.zeros((h, w), dtype=numpy.uint8)
+            for number, m in reversed(list(enumerate(masks, start=1))):
+                instances[m] = number
+            viz.save_mask_png(out / f"{stem}_instances.png", instances)
+            written = [out / f"{stem}_instances.png"]
         fig, ax = plt.subplots(figsize=(5, 5 * h / w))
-        ax.imshow(picture)
+        ax.imshow(shown)
         viz.draw_boxes(ax, boxes[keep], found["labels"][keep], found["scores"][keep], classes)
         ax.set_axis_off()
-        stem = Path(path).stem
         fig.savefig(out / f"{stem}_boxes.png", dpi=100, bbox_inches="tight")
         plt.close(fig)
         names = [classes[v] if v < len(classes) else str(v) for v in found["labels"][keep]]
@@ -358,8 +375,9 @@ def _predict_boxes(args, model, config, pictures, size, out) -> int:
                    for b, lab, name, sc in zip(boxes[keep], found["labels"][keep], names,
                                                found["scores"][keep])]
         (out / f"{stem}_boxes.json").write_text(json.dumps(records, indent=1) + "\n")
+        files = [out / f"{stem}_boxes.png", out / f"{stem}_boxes.json", *written]
         print(f"{path}: {len(records)} object(s) {', '.join(names)} -> "
-              f"{out / (stem + '_boxes.png')}, {out / (stem + '_boxes.json')}")
+              f"{', '.join(str(f) for f in files)}")
     return 0
 
 

@@ -83,6 +83,8 @@ HISTORY_FIELDS = (
 DETECTION_HISTORY_FIELDS = (
     "epoch", "train_loss", "bbox_map", "bbox_map_50", "bbox_map_75", "lr", "seconds",
 )
+# A detector that also predicts instance masks (Mask R-CNN) adds its mask mAPs after the box ones.
+MASK_HISTORY_FIELDS = ("segm_map", "segm_map_50", "segm_map_75")
 
 __all__ = [
     "SegmentationLoss",
@@ -192,13 +194,18 @@ def is_detection(model) -> bool:
 
 
 def batch_targets(batch: dict) -> list[dict]:
-    """The detection targets of a loader batch: one ``{"boxes", "labels"}`` dict per image.
+    """The detection targets of a loader batch: one ``{"boxes", "labels"}`` dict per image,
+    plus ``"masks"`` (M, H, W) bool when the batch has ``"instance_masks"``.
 
     They stay host arrays; the model copies them to the images' device itself.
     """
-    return [{"boxes": np.asarray(b, dtype=np.float32).reshape(-1, 4),
-             "labels": np.asarray(lab, dtype=np.int64).reshape(-1)}
-            for b, lab in zip(batch["boxes"], batch["labels"])]
+    targets = [{"boxes": np.asarray(b, dtype=np.float32).reshape(-1, 4),
+                "labels": np.asarray(lab, dtype=np.int64).reshape(-1)}
+               for b, lab in zip(batch["boxes"], batch["labels"])]
+    if batch.get("instance_masks") is not None:
+        for target, masks in zip(targets, batch["instance_masks"]):
+            target["masks"] = np.asarray(masks, dtype=bool)
+    return targets
 
 
 def _detections_to_host(detections) -> list[dict]:
@@ -206,13 +213,15 @@ def _detections_to_host(detections) -> list[dict]:
 
 
 def evaluate_detection(model, loader, device: str = "cpu", progress: bool = False) -> dict:
-    """COCO-style box mAP of a detection model on every batch of ``loader``.
+    """COCO-style box mAP (and mask mAP) of a detection model on every batch of ``loader``.
 
     Runs the model in eval mode under ``no_grad``; the detections come back to the host and
-    ``tinyseg.metrics.mean_average_precision`` scores them against the batches' boxes.
+    ``tinyseg.metrics.mean_average_precision`` scores them against the batches' boxes. A model
+    whose detections carry ``"masks"`` (Mask R-CNN) is also scored on the instance masks.
 
     :returns: ``{"bbox_map", "bbox_map_50", "bbox_map_75", "bbox_map_small", ...}``: each key of
-        ``mean_average_precision`` with the prefix ``bbox_`` (the names of ``metrics.json``).
+        ``mean_average_precision`` with the prefix ``bbox_`` (the names of ``metrics.json``),
+        and the same keys with the prefix ``segm_`` for a model that predicts masks.
     """
     from .metrics import mean_average_precision
 
@@ -223,7 +232,11 @@ def evaluate_detection(model, loader, device: str = "cpu", progress: bool = Fals
             batch = batch_to_device(batch, device)
             preds += _detections_to_host(model(batch["image"]))
     scores = mean_average_precision(preds, targets, iou_type="bbox")
-    return {f"bbox_{key}": float(value) for key, value in scores.items()}
+    out = {f"bbox_{key}": float(value) for key, value in scores.items()}
+    if preds and all("masks" in p for p in preds):
+        scores = mean_average_precision(preds, targets, iou_type="segm")
+        out.update({f"segm_{key}": float(value) for key, value in scores.items()})
+    return out
 
 
 def predict_detections(model, images, device: str = "cpu", batch_size: int = 8) -> list[dict]:
@@ -447,7 +460,8 @@ class Trainer:
             if self.val_loader is not None:
                 scores = self.evaluate()
                 self.metrics = scores
-                shown = DETECTION_HISTORY_FIELDS if self.detection else HISTORY_FIELDS
+                shown = DETECTION_HISTORY_FIELDS + MASK_HISTORY_FIELDS if self.detection \
+                    else HISTORY_FIELDS
                 row.update({k: scores[k] for k in shown if k in scores})
                 if not self.detection:
                     row["val_loss"] = scores["loss"]
@@ -468,6 +482,8 @@ class Trainer:
         if "bbox_map" in row:
             text += (f"  bbox mAP {row['bbox_map']:.4f}  mAP@50 {row['bbox_map_50']:.4f}"
                      f"  mAP@75 {row['bbox_map_75']:.4f}")
+        if "segm_map" in row:
+            text += f"  segm mAP {row['segm_map']:.4f}  mAP@50 {row['segm_map_50']:.4f}"
         if "miou" in row:
             text += (f"  val_loss {row['val_loss']:.4f}  mIoU {row['miou']:.4f}"
                      f"  pixel_acc {row['pixel_accuracy']:.4f}")
@@ -476,8 +492,10 @@ class Trainer:
     # -- files --
     def history_fields(self) -> list[str]:
         """The columns of ``history.csv``: ``HISTORY_FIELDS`` (segmentation) or
-        ``DETECTION_HISTORY_FIELDS`` followed by the loss terms (detection)."""
+        ``DETECTION_HISTORY_FIELDS``, the mask mAPs if scored, then the loss terms (detection)."""
         fields = list(DETECTION_HISTORY_FIELDS if self.detection else HISTORY_FIELDS)
+        if any("segm_map" in row for row in self.history):
+            fields[fields.index("lr"):fields.index("lr")] = MASK_HISTORY_FIELDS
         for row in self.history:
             fields += [k for k in row if k.startswith("train_loss_") and k not in fields]
         return fields
@@ -763,8 +781,11 @@ def task_scores(scores: dict, detection: bool) -> dict:
 def headline(scores: dict) -> str:
     """One line of the main figures: mAPs for detection, mIoU etc. for segmentation."""
     if "bbox_map" in scores:
-        return (f"bbox mAP {scores['bbox_map']:.3f}  mAP@50 {scores['bbox_map_50']:.3f}  "
+        line = (f"bbox mAP {scores['bbox_map']:.3f}  mAP@50 {scores['bbox_map_50']:.3f}  "
                 f"mAP@75 {scores['bbox_map_75']:.3f}")
+        if "segm_map" in scores:
+            line += f"  segm mAP {scores['segm_map']:.3f}  mAP@50 {scores['segm_map_50']:.3f}"
+        return line
     return (f"mIoU {scores['miou']:.4f}  pixel accuracy {scores['pixel_accuracy']:.4f}  "
             f"dice {scores['dice']:.4f}")
 

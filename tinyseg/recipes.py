@@ -112,6 +112,8 @@ _DEFAULTS.update({
     # one object per image: the lecture's regressor has one box to give
     # lr 1e-3: at 2e-3 and above its class loss can sit at log 3 for hundreds of steps
     "classloc": dict(_DETECTION, epochs=6, max_objects=1, lr=1e-3),
+    "fasterrcnn": dict(_DETECTION, epochs=8),
+    "maskrcnn": dict(_DETECTION, epochs=8),
 })
 
 # What TINYSEG_FAST=1 changes: a smoke-test-sized run of the same recipe.

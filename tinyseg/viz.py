@@ -100,6 +100,32 @@ def overlay(image, labels, alpha: float = 0.5, palette=None):
     return (1.0 - weight) * image + weight * colours
 
 
+def overlay_instances(image, masks, alpha: float = 0.5):
+    """Blend one colour per instance over ``image`` (Mask R-CNN's output, or true instances).
+
+    Instance i gets colour i of matplotlib's "tab10" cycle, so two objects of one class stay
+    apart; a later mask is painted over an earlier one (give them best score last to keep the
+    best on top).
+
+    :param image: (3, H, W) or (H, W, 3), float in [0, 1] or uint8.
+    :param masks: (D, H, W) bool instance masks (D may be 0).
+    :param alpha: weight of the colour inside a mask.
+    :returns: (H, W, 3) float32 in [0, 1].
+    """
+    import matplotlib
+
+    out = _as_hwc(image).astype(np.float32).copy()
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim != 3 or masks.shape[1:] != out.shape[:2]:
+        raise ValueError(f"masks must have shape (D, {out.shape[0]}, {out.shape[1]}) for this "
+                         f"image, got {masks.shape}")
+    colours = matplotlib.colormaps["tab10"].colors
+    for i, mask in enumerate(masks):
+        colour = np.asarray(colours[i % len(colours)], dtype=np.float32)
+        out[mask] = (1.0 - alpha) * out[mask] + alpha * colour
+    return out
+
+
 def predictions_figure(images, targets, preds, classes=None, title=None):
     """A matplotlib Figure: one column per image; rows image, ground truth, prediction.
 
@@ -197,6 +223,10 @@ def detections_figure(images, targets, preds, classes=None, title=None,
                       score_threshold: float = 0.5):
     """A matplotlib Figure: one column per image; rows ground-truth boxes, predicted boxes.
 
+    When the predictions carry "masks" (Mask R-CNN), both rows also show the instances, one
+    colour each (``overlay_instances``): the targets' "instance_masks" (or "masks") and the
+    predicted masks.
+
     :param images: (N, 3, H, W) float in [0, 1].
     :param targets: N dicts with "boxes" (M, 4) xyxy and "labels" (M,).
     :param preds: N dicts with "boxes", "scores" and "labels" (a detector's output).
@@ -212,15 +242,21 @@ def detections_figure(images, targets, preds, classes=None, title=None,
         raise ValueError(f"targets and preds must have one entry per image ({n}), "
                          f"got {len(targets)} and {len(preds)}")
     fig, axes = plt.subplots(2, n, figsize=(1.9 * n + 0.4, 4.4), squeeze=False)
+    with_masks = all("masks" in p for p in preds)
     for j in range(n):
         keep = np.asarray(preds[j]["scores"]) >= score_threshold
-        for i, (boxes, labels, scores) in enumerate([
-            (targets[j]["boxes"], targets[j]["labels"], None),
+        true_masks = targets[j].get("instance_masks", targets[j].get("masks"))
+        for i, (boxes, labels, scores, masks) in enumerate([
+            (targets[j]["boxes"], targets[j]["labels"], None, true_masks),
             (np.asarray(preds[j]["boxes"])[keep], np.asarray(preds[j]["labels"])[keep],
-             np.asarray(preds[j]["scores"])[keep]),
+             np.asarray(preds[j]["scores"])[keep],
+             np.asarray(preds[j]["masks"])[keep][::-1] if with_masks else None),
         ]):
             ax = axes[i, j]
-            ax.imshow(_as_hwc(images[j]), interpolation="nearest")
+            picture = _as_hwc(images[j])
+            if with_masks and masks is not None:
+                picture = overlay_instances(picture, masks)
+            ax.imshow(picture, interpolation="nearest")
             draw_boxes(ax, boxes, labels, scores, classes)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -243,7 +279,8 @@ def read_history(path) -> list[dict]:
 
 def plot_history(history, path=None):
     """Training curves: losses (left) and the val scores (right) per epoch: mIoU and pixel
-    accuracy for segmentation, box mAP, mAP@50 and mAP@75 for detection.
+    accuracy for segmentation, box mAP, mAP@50 and mAP@75 for detection (and mask mAP and
+    mAP@50 for Mask R-CNN).
 
     :param history: a ``history.csv`` path or a list of row dicts.
     :param path: where to save the figure (None: just return it); a figure made here is then
@@ -262,7 +299,8 @@ def plot_history(history, path=None):
     left.set_xlabel("epoch")
     left.set_ylabel("loss")
     left.legend()
-    for key in ("miou", "pixel_accuracy", "bbox_map", "bbox_map_50", "bbox_map_75"):
+    for key in ("miou", "pixel_accuracy", "bbox_map", "bbox_map_50", "bbox_map_75",
+                "segm_map", "segm_map_50"):
         values = [r.get(key) for r in rows]
         if any(v is not None for v in values):
             right.plot(epochs, [np.nan if v is None else v for v in values], "o-", label=key)

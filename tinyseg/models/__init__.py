@@ -9,6 +9,8 @@
     yolo                    YOLOv1                  (models/yolo.py)
     classloc                ClassLocNet             (models/classloc.py)
     retinanet               RetinaNet               (models/retinanet.py)
+    fasterrcnn              FasterRCNN              (models/rcnn.py)
+    maskrcnn                MaskRCNN                (models/rcnn.py)
 
 Every model is an ``nn.Module`` built as ``Model(num_classes=4, in_channels=3,
 **options)`` (``num_classes`` counts the background), and ``config()`` returns the
@@ -17,9 +19,10 @@ it from a checkpoint.
 
 * A segmentation model's ``forward(x)`` returns logits (N, num_classes, H_out, W_out), and
   ``output_size(h, w)`` gives (H_out, W_out).
-* A detection model (class attribute ``task = "detection"``: yolo, classloc, retinanet)
-  follows torchvision: ``model(images, targets)`` returns a dict of loss terms in training
-  mode, ``model(images)`` one ``{"boxes", "scores", "labels"}`` dict per image in eval mode;
+* A detection model (class attribute ``task = "detection"``: yolo, classloc, retinanet,
+  fasterrcnn, maskrcnn) follows torchvision: ``model(images, targets)`` returns a dict of loss
+  terms in training mode, ``model(images)`` one ``{"boxes", "scores", "labels"}`` dict per
+  image in eval mode (Mask R-CNN adds ``"masks"``);
   ``output_size(h, w)`` gives the size of its feature grid.
 
 The classes are imported on first use (``MODELS["unet"]``), so importing
@@ -42,6 +45,8 @@ _WHERE = {
     "yolo": ("yolo", "YOLOv1"),
     "classloc": ("classloc", "ClassLocNet"),
     "retinanet": ("retinanet", "RetinaNet"),
+    "fasterrcnn": ("rcnn", "FasterRCNN"),
+    "maskrcnn": ("rcnn", "MaskRCNN"),
 }
 
 
@@ -77,7 +82,7 @@ def check_model_name(name: str) -> str:
 def build_model(name: str, **config):
     """Build the model called ``name`` with constructor arguments ``config``.
 
-    :param name: one of ``MODELS`` (fcn32s, fcn16s, fcn8s, unet, segnet, deeplab).
+    :param name: one of ``MODELS`` (see the module docstring).
     :param config: keyword arguments for the class, e.g. ``num_classes=4``.
     :raises ValueError: an unknown name (the message lists the valid ones).
     """

@@ -31,10 +31,13 @@ The pieces
 
   YOLO and ClassLocNet choose ``depths``; RetinaNet uses (1, 2, ..., 2): a one-conv stem, then
   a stride-2 and a stride-1 conv per stage.
-* ``BackboneDetector``: the base class of the three. It checks the arguments every detector
-  takes (num_classes, in_channels, widths, depths, score_thresh, nms_thresh,
+* ``BackboneDetector``: the base class of every detector. It checks the arguments every
+  detector takes (num_classes, in_channels, widths, depths, score_thresh, nms_thresh,
   detections_per_img), builds ``self.backbone``, and gives ``stride``, ``config`` and
   ``check_inputs`` (images, then targets in training mode) to every subclass.
+* ``AnchorDetector``: a ``BackboneDetector`` with A anchors at every cell of its last feature
+  map (RetinaNet, Faster/Mask R-CNN): ``anchors(h, w)`` in ``boxes.anchor_grid``'s order, and
+  ``per_anchor`` to put a head's (N, A*k, H, W) output in that same order, (N, H*W*A, k).
 """
 
 from __future__ import annotations
@@ -42,14 +45,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .. import backend
-from ..boxes import _check_fraction
+from ..boxes import _check_fraction, anchor_grid, cell_anchors
 from ..nn import Module, Sequential
 from .blocks import check_model_input, conv_bn_relu
-from .segnet import _int_tuple, _positive_int
+from .segnet import _int_tuple, _positive_int, check_divisible
 
 __all__ = [
-    "SMOOTH_L1_BETA", "BackboneDetector", "as_detections", "check_detection_targets",
-    "make_backbone",
+    "SMOOTH_L1_BETA", "AnchorDetector", "BackboneDetector", "as_detections",
+    "check_detection_targets", "make_backbone",
 ]
 
 #: smooth L1's beta for every box regression of a detection head (REFERENCE.md: 1/9)
@@ -204,3 +207,57 @@ class BackboneDetector(Module):
         boxes, labels = check_detection_targets(targets, x.shape[0], self.num_classes,
                                                 backend.device_of(x.data))
         return x, image_size, boxes, labels
+
+
+class AnchorDetector(BackboneDetector):
+    """A ``BackboneDetector`` with A = sizes x ratios anchors at every cell of its feature map.
+
+    :param anchor_sizes: anchor sizes in pixels (square roots of the areas).
+    :param aspect_ratios: anchor height/width ratios.
+
+    (The other arguments are ``BackboneDetector``'s.) The feature map is the backbone's output,
+    at ``stride``; cell (i, j) holds anchors ``(i*W + j)*A + a``.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, widths, depths, anchor_sizes,
+                 aspect_ratios, score_thresh: float, nms_thresh: float, detections_per_img: int):
+        super().__init__(num_classes, in_channels, widths, depths, score_thresh, nms_thresh,
+                         detections_per_img)
+        # cell_anchors checks the sizes and ratios and tells A
+        self.num_anchors = int(cell_anchors(anchor_sizes, aspect_ratios, device="cpu").shape[0])
+        self.anchor_sizes = tuple(float(s) for s in anchor_sizes)
+        self.aspect_ratios = tuple(float(r) for r in aspect_ratios)
+
+    def config(self) -> dict:
+        return {**super().config(), "anchor_sizes": list(self.anchor_sizes),
+                "aspect_ratios": list(self.aspect_ratios)}
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        """(H', W') of the feature map for an (h, w) image: (h / stride, w / stride).
+
+        :raises ValueError: when h or w is not a multiple of the stride.
+        """
+        h, w = check_divisible(self, h, w, self.stride,
+                               f"{len(self.widths)} stride-2 convolutions")
+        return h // self.stride, w // self.stride
+
+    def anchors(self, h: int, w: int, device: str | None = None, dtype="float32"):
+        """All K = H' * W' * A anchors of an (h, w) image, in the order of ``per_anchor``.
+
+        :param h: image height (a multiple of the stride).
+        :param w: image width.
+        :param device: "cpu" or "gpu"; default: ``backend.get_default_device()``.
+        :param dtype: floating-point dtype.
+        :returns: (K, 4) xyxy array.
+        """
+        return anchor_grid(self.output_size(h, w), self.stride, self.anchor_sizes,
+                           self.aspect_ratios, device=device, dtype=dtype)
+
+    def per_anchor(self, output, k: int):
+        """A head's (N, A*k, H', W') output as (N, H'*W'*A, k), rows in ``anchors`` order.
+
+        Channel a*k + m of cell (i, j) becomes row (i*W' + j)*A + a, column m.
+        """
+        n, _, h, w = output.shape
+        # (N, A*k, H, W) -> (N, H, W, A*k) -> (N, H*W*A, k)
+        return output.permute(0, 2, 3, 1).reshape(n, h * w * self.num_anchors, k)

@@ -101,10 +101,8 @@ from ..boxes import (
     BoxCoder,
     Matcher,
     _check_fraction,
-    anchor_grid,
     batched_nms,
     box_iou,
-    cell_anchors,
     clip_boxes_to_image,
 )
 from ..nn import Conv2d, Sequential, init
@@ -112,11 +110,11 @@ from ..ops.validate import check_int
 from .blocks import check_model_input, conv_bn_relu
 from .detection import (
     SMOOTH_L1_BETA,
-    BackboneDetector,
+    AnchorDetector,
     as_detections,
     check_detection_targets,
 )
-from .segnet import _int_tuple, _positive_int, check_divisible
+from .segnet import _int_tuple, _positive_int
 
 __all__ = ["AnchorTargets", "CLS_LOSSES", "RetinaNet"]
 
@@ -149,7 +147,7 @@ class AnchorTargets(NamedTuple):
         return self.labels < 0
 
 
-class RetinaNet(BackboneDetector):
+class RetinaNet(AnchorDetector):
     """A one-stage anchor detector: a small stride-8 backbone, a class and a box subnet.
 
     :param num_classes: classes counting the background (4 for the shapes scenes); the class
@@ -188,14 +186,10 @@ class RetinaNet(BackboneDetector):
                  topk_candidates: int = 1000):
         widths = _int_tuple(widths, "widths")
         depths = (1,) + (2,) * (len(widths) - 1)  # the stem is one conv, later stages two
-        super().__init__(num_classes, in_channels, widths, depths, score_thresh, nms_thresh,
-                         detections_per_img)
+        super().__init__(num_classes, in_channels, widths, depths, anchor_sizes, aspect_ratios,
+                         score_thresh, nms_thresh, detections_per_img)
         self.head_channels = _positive_int(head_channels, "head_channels")
         self.head_convs = check_int(head_convs, "head_convs", 0)
-        # cell_anchors checks the sizes and ratios and tells A
-        self.num_anchors = int(cell_anchors(anchor_sizes, aspect_ratios, device="cpu").shape[0])
-        self.anchor_sizes = tuple(float(s) for s in anchor_sizes)
-        self.aspect_ratios = tuple(float(r) for r in aspect_ratios)
         if cls_loss not in CLS_LOSSES:
             raise ValueError(f"cls_loss must be one of {CLS_LOSSES}, got {cls_loss!r}")
         self.cls_loss = cls_loss
@@ -243,8 +237,6 @@ class RetinaNet(BackboneDetector):
             **shared,
             "head_channels": self.head_channels,
             "head_convs": self.head_convs,
-            "anchor_sizes": list(self.anchor_sizes),
-            "aspect_ratios": list(self.aspect_ratios),
             "cls_loss": self.cls_loss,
             "focal_alpha": self.focal_alpha,
             "focal_gamma": self.focal_gamma,
@@ -253,28 +245,6 @@ class RetinaNet(BackboneDetector):
             "bg_iou_thresh": self.matcher.low_threshold,
             "topk_candidates": self.topk_candidates,
         }
-
-    def output_size(self, h: int, w: int) -> tuple[int, int]:
-        """(H', W') of the head's grid for an (h, w) image: (h / stride, w / stride).
-
-        :raises ValueError: when h or w is not a multiple of the stride.
-        """
-        h, w = check_divisible(self, h, w, self.stride,
-                               f"{len(self.widths)} stride-2 convolutions")
-        return h // self.stride, w // self.stride
-
-    def anchors(self, h: int, w: int, device: str | None = None, dtype="float32"):
-        """All K = H' * W' * A anchors of an (h, w) image, in the order of the head outputs.
-
-        :param h: image height (a multiple of the stride).
-        :param w: image width.
-        :param device: "cpu" or "gpu"; default: ``backend.get_default_device()``.
-        :param dtype: floating-point dtype.
-        :returns: (K, 4) xyxy array.
-        """
-        grid = self.output_size(h, w)
-        return anchor_grid(grid, self.stride, self.anchor_sizes, self.aspect_ratios,
-                           device=device, dtype=dtype)
 
     # ----- the network ------------------------------------------------------------------------
     def head_outputs(self, images):
@@ -286,13 +256,10 @@ class RetinaNet(BackboneDetector):
         """
         x = check_model_input(self, images)
         features = self.backbone(x)
-        n, _, h, w = features.shape
         cls_logits = self.cls_score(self.cls_subnet(features))
         box_deltas = self.box_pred(self.box_subnet(features))
-        # (N, A*k, H, W) -> (N, H, W, A*k) -> (N, H*W*A, k): anchor (i*W + j)*A + a
-        cls_logits = cls_logits.permute(0, 2, 3, 1).reshape(n, h * w * self.num_anchors, -1)
-        box_deltas = box_deltas.permute(0, 2, 3, 1).reshape(n, h * w * self.num_anchors, 4)
-        return cls_logits, box_deltas
+        return (self.per_anchor(cls_logits, self.num_classes - 1),
+                self.per_anchor(box_deltas, 4))
 
     def forward(self, images, targets=None):
         """Losses (training mode) or detections (eval mode); see the class docstring.
