@@ -112,7 +112,9 @@ _DEFAULTS.update({
     # one object per image: the lecture's regressor has one box to give
     # lr 1e-3: at 2e-3 and above its class loss can sit at log 3 for hundreds of steps
     "classloc": dict(_DETECTION, epochs=6, max_objects=1, lr=1e-3),
-    "fasterrcnn": dict(_DETECTION, epochs=8),
+    # box mAP@50 0.94 after 3 of 8 epochs (0.95 after 7); 6 keeps the margin
+    "fasterrcnn": dict(_DETECTION, epochs=6),
+    # the mask head makes a step ~2x dearer; box 0.91 and mask 0.88 mAP@50 after 2 of 8 epochs
     "maskrcnn": dict(_DETECTION, epochs=8),
 })
 

@@ -32,9 +32,15 @@ anchors per cell, "cbr" = conv3x3 (no bias) -> BatchNorm -> ReLU)::
               class logits                          (R, K)
               class-specific deltas                 (R, (K-1)*4)
     mask head roi_align 14x14 (positives only)      (P,  64, 14, 14)
-              4 x (conv3x3 64->32 + ReLU)           (P,  32, 14, 14)
-              convT 2x2 stride 2 + ReLU             (P,  32, 28, 28)
+              4 x (conv3x3 -> 16 + ReLU)            (P,  16, 14, 14)
+              convT 2x2 stride 2 + ReLU             (P,  16, 28, 28)
               conv1x1 -> K-1 mask logits            (P,   3, 28, 28)
+
+Sizes. The scenes hold 1-4 objects on 128x128 pixels, so everything torchvision sizes for COCO
+is scaled down: 32 sampled RoIs per image (not 512), up to 100 proposals in training and 50 at
+inference (not 2000/1000), a 256-wide box head (not 1024) and a 16-channel mask head (not 256).
+The mask head runs on every positive RoI of the batch (up to 8 x 8 = 64) at 14x14 and 28x28,
+which makes it the dearest stage; ``benchmarks/rcnn.py --profile-only`` prints the split.
 
 The RPN
 -------
@@ -59,7 +65,7 @@ The RoI heads
 *Training RoIs.* The ground-truth boxes are appended to each image's proposals (so every
 object has at least one perfect positive from the first step on, before the RPN has learned
 anything). ``Matcher(0.5, 0.5)`` labels each RoI with its ground truth's class (IoU >= 0.5) or
-background; ``BalancedPositiveNegativeSampler(64, 0.25)`` keeps R_i RoIs per image. Their
+background; ``BalancedPositiveNegativeSampler(32, 0.25)`` keeps R_i RoIs per image. Their
 regression targets are ``BoxCoder((10, 10, 5, 5)).encode(gt, roi)``; the weights scale the
 deltas of already-good boxes up to about unit size.
 
@@ -345,9 +351,9 @@ class FasterRCNN(AnchorDetector):
                  rpn_nms_thresh: float = 0.7, rpn_min_size: float = 1.0,
                  box_roi_size: int = 7, sampling_ratio: int = 2,
                  representation_size: int = 256, box_fg_iou_thresh: float = 0.5,
-                 box_bg_iou_thresh: float = 0.5, box_batch_size_per_image: int = 64,
+                 box_bg_iou_thresh: float = 0.5, box_batch_size_per_image: int = 32,
                  box_positive_fraction: float = 0.25, masks: bool = False,
-                 mask_roi_size: int = 14, mask_channels: int = 32, mask_convs: int = 4,
+                 mask_roi_size: int = 14, mask_channels: int = 16, mask_convs: int = 4,
                  score_thresh: float = 0.05, nms_thresh: float = 0.5,
                  detections_per_img: int = 100):
         super().__init__(num_classes, in_channels, widths, depths, anchor_sizes, aspect_ratios,
