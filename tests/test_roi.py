@@ -495,7 +495,11 @@ def test_roi_align_matches_torch_grid_sample(xp):
 @pytest.mark.parametrize("aligned", [False, True])
 def test_roi_ops_torchvision_oracle(xp, aligned):
     torch = pytest.importorskip("torch")
-    torchvision = pytest.importorskip("torchvision")
+    try:  # a torchvision built for another torch raises RuntimeError, not ImportError
+        import torchvision
+        torchvision.ops.roi_align  # noqa: B018
+    except Exception as err:  # noqa: BLE001
+        pytest.skip(f"torchvision is not usable here: {type(err).__name__}")
     x = tie_free(xp, (2, 3, 7, 9), seed=18)
     rois = awkward_rois(xp, 2, 7, 9, 0.5, seed=10)
     tx, trois = torch.tensor(to_numpy(x), requires_grad=True), torch.tensor(to_numpy(rois))
