@@ -6,12 +6,14 @@ with COCO-style box mAP (and mask mAP for Mask R-CNN) on the built-in val split 
 128x128). Targets (issue 5), within 20 minutes of training on a 2-core CPU:
 
 * ``fasterrcnn``: bbox_map_50 >= 0.85;
-* ``maskrcnn``: bbox_map_50 >= 0.85 and segm_map_50 >= 0.80.
+* ``maskrcnn``: bbox_map_50 >= 0.85 and segm_map_50 >= 0.80;
+* ``maskrcnn-fpn``: the same model and recipe with a two-level feature pyramid
+  (``fpn_levels=2``: strides 4 and 8), for comparison (same targets).
 
 Time. ``--profile`` times training iterations (batch 8 at 128x128, the default recipe) split
 into stages, forward and backward separately:
 
-* backbone: the conv-BN-ReLU stages;
+* backbone: the conv-BN-ReLU stages (and the feature pyramid, if any);
 * rpn: the RPN head, decoding and NMS of the proposals;
 * roi_align: every RoIAlign (box head, mask head, mask targets);
 * heads: the box head's FC layers and the mask head's convs;
@@ -25,6 +27,7 @@ that stage ran (the benchmark tags each tape node with its stage: see ``StageClo
     python benchmarks/rcnn.py                      # both runs, one at a time, then --profile
     python benchmarks/rcnn.py --jobs 2             # both runs at once, one core each
     python benchmarks/rcnn.py --runs maskrcnn      # one
+    python benchmarks/rcnn.py --runs maskrcnn-fpn  # the feature-pyramid variant
     python benchmarks/rcnn.py --profile-only       # just the timing split
 
 With ``--jobs 2`` each run gets one BLAS thread, i.e. half the machine: a run that meets its
@@ -46,8 +49,11 @@ from detection import run  # noqa: E402  (its worker trains any model's default 
 
 BUDGET_SECONDS = 1200
 TARGETS = {"fasterrcnn": {"bbox_map_50": 0.85},
-           "maskrcnn": {"bbox_map_50": 0.85, "segm_map_50": 0.80}}
-RUNS = {name: (name, {}, []) for name in TARGETS}
+           "maskrcnn": {"bbox_map_50": 0.85, "segm_map_50": 0.80},
+           "maskrcnn-fpn": {"bbox_map_50": 0.85, "segm_map_50": 0.80}}
+# name -> (model, recipe changes, extra `tinyseg train` flags), as in benchmarks/detection.py
+RUNS = {"fasterrcnn": ("fasterrcnn", {}, []), "maskrcnn": ("maskrcnn", {}, []),
+        "maskrcnn-fpn": ("maskrcnn", {"model_options": {"fpn_levels": 2}}, [])}
 STAGES = ("backbone", "rpn", "roi_align", "heads", "loss", "optimizer", "other")
 
 
@@ -124,8 +130,8 @@ class StageClock:
         autograd.Function.apply = self._plain_apply
 
 
-def profile(model_name: str = "maskrcnn", steps: int = 20, warmup: int = 5) -> dict:
-    """Mean seconds per training step, per stage (forward, backward), on the default recipe."""
+def profile(run_name: str = "maskrcnn", steps: int = 20, warmup: int = 5) -> dict:
+    """Mean seconds per training step, per stage (forward, backward), on a run's recipe."""
     import tinyseg as ts
     import tinyseg.functional as F
     from tinyseg import data as datasets
@@ -133,7 +139,10 @@ def profile(model_name: str = "maskrcnn", steps: int = 20, warmup: int = 5) -> d
     from tinyseg.models import build_model
     from tinyseg.recipes import default_recipe
 
+    model_name, changes, _ = RUNS[run_name]
     recipe = default_recipe(model_name, fast=False)
+    options = dict(recipe.model_options, **changes.get("model_options", {}))
+    recipe = recipe.replace(model_options=options)
     ts.nn.init.manual_seed(0)
     model = build_model(model_name, num_classes=4, **recipe.model_options).train()
     optimizer = make_optimizer(model, recipe)
@@ -143,7 +152,7 @@ def profile(model_name: str = "maskrcnn", steps: int = 20, warmup: int = 5) -> d
     batches = list(loader)
 
     clock = StageClock()
-    model.backbone.forward = clock.wrap("backbone", model.backbone.forward)
+    model.features = clock.wrap("backbone", model.features)  # with the FPN, if any
     for method in ("rpn_outputs", "propose"):
         setattr(model, method, clock.wrap("rpn", getattr(model, method)))
     for method in ("rpn_loss", "select_training_rois", "box_loss", "mask_loss", "mask_targets"):
@@ -170,7 +179,7 @@ def profile(model_name: str = "maskrcnn", steps: int = 20, warmup: int = 5) -> d
     finally:
         clock.uninstall()
         F.roi_align = plain_roi_align
-    return {"model": model_name, "steps": steps, "seconds_per_step": total,
+    return {"model": run_name, "steps": steps, "seconds_per_step": total,
             "forward": {k: v / steps for k, v in clock.forward.items()},
             "backward": {k: v / steps for k, v in clock.backward.items()}}
 
@@ -209,7 +218,8 @@ def print_quality(rows) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--runs", nargs="+", default=["fasterrcnn", "maskrcnn"],
+                        choices=list(RUNS))
     parser.add_argument("--out", default="runs/benchmark-rcnn", help="where runs go")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (1 BLAS thread each)")
     parser.add_argument("--profile-only", action="store_true", help="only the timing split")

@@ -432,3 +432,84 @@ def test_bad_input(xp):
         paste_masks(xp.ones((2, 4, 5)), xp.ones((2, 4)), (8, 8))
     with pytest.raises(ValueError, match="boxes must have shape"):
         paste_masks(xp.ones((2, 4, 4)), xp.ones((3, 4)), (8, 8))
+
+
+# ----- the optional feature pyramid --------------------------------------------------------------
+FPN = dict(TINY, widths=(3, 4, 4), depths=(1, 2, 1), anchor_sizes=(6, 10, 16, 24),
+           fpn_levels=2, fpn_canonical_size=16.0)
+
+
+def test_fpn_levels_anchors_and_rpn_layout(xp):
+    model = _tiny(xp, **FPN)
+    assert model.feature_strides == (4, 8) and model.num_anchors == 2
+    levels = model.features(_images(xp, (2, 3, 32, 48)))
+    assert [tuple(f.shape) for f in levels] == [(2, 4, 8, 12), (2, 4, 4, 6)]
+    anchors = _host(model.anchors(32, 48, _device(xp)))
+    fine = _host(anchor_grid((8, 12), 4, (6, 10), (1.0,), device=_device(xp)))
+    coarse = _host(anchor_grid((4, 6), 8, (16, 24), (1.0,), device=_device(xp)))
+    numpy.testing.assert_array_equal(anchors, numpy.concatenate([fine, coarse]))
+    objectness, deltas = model.rpn_outputs(levels)
+    assert objectness.shape == (2, len(anchors)) and deltas.shape == (2, len(anchors), 4)
+    # the coarse level's rows follow the fine level's, in per_anchor order
+    logits, _ = model.rpn(levels[1])
+    numpy.testing.assert_array_equal(_host(objectness)[:, 8 * 12 * 2:],
+                                     _host(model.per_anchor(logits, 1))[..., 0])
+
+
+def test_fpn_top_down_pathway_by_hand(xp):
+    """P_2 = out_2(lat_2(C_2)); P_1 = out_1(lat_1(C_1) + nearest_2x(lat_2(C_2)))."""
+    import tinyseg.functional as F
+
+    model = _tiny(xp, **FPN)
+    x = _images(xp, (1, 3, 32, 32))
+    stages, h = [], x
+    for i, layer in enumerate(model.backbone):
+        h = layer(h)
+        if i in (2, 3):  # the ends of stages 2 and 3 (depths 1, 2, 1)
+            stages.append(h)
+    top = model.fpn.lateral[1](stages[1])
+    p1 = model.fpn.output[0](model.fpn.lateral[0](stages[0]) + F.interpolate(top, scale_factor=2))
+    p2 = model.fpn.output[1](top)
+    got = model.features(x)
+    numpy.testing.assert_allclose(_host(got[0]), _host(p1), rtol=1e-6)
+    numpy.testing.assert_allclose(_host(got[1]), _host(p2), rtol=1e-6)
+
+
+def test_fpn_roi_levels_and_multilevel_roi_align(xp):
+    import tinyseg.functional as F
+
+    model = _tiny(xp, **FPN)
+    boxes = xp.asarray(numpy.array([[0.0, 0, 8, 8], [0, 0, 15.9, 16], [0, 0, 16, 16],
+                                    [2, 2, 40, 30], [4, 4, 5, 5]]))
+    # sqrt(area) 8, ~15.95, 16, ~33.8, 1 against canonical 16: fine, fine, coarse, coarse, fine
+    assert _host(model.roi_levels(boxes)).tolist() == [0, 0, 1, 1, 0]
+    levels = model.features(_images(xp, (2, 3, 32, 48)))
+    rois = xp.concatenate([xp.asarray(numpy.array([[0.0], [1], [0], [1], [1]])), boxes], axis=1)
+    out = _host(model.roi_features(levels, rois, 3))
+    for r, (level, stride) in enumerate([(0, 4), (0, 4), (1, 8), (1, 8), (0, 4)]):
+        expected = F.roi_align(levels[level], rois[r:r + 1], 3, spatial_scale=1 / stride,
+                               sampling_ratio=model.sampling_ratio)
+        numpy.testing.assert_allclose(out[r], _host(expected)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_fpn_model_trains_and_detects(xp):
+    model = _tiny(xp, **FPN).train()
+    images = _images(xp, (2, 3, 32, 32))
+    losses = model(images, TARGETS)
+    assert len(losses) == 5 and all(math.isfinite(v.item()) for v in losses.values())
+    sum(losses.values()).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and float(abs(_host(p.grad)).sum()) > 0, name
+    with ts.no_grad():
+        out = model.eval()(images)
+    assert out[0]["masks"].shape[1:] == (32, 32)
+    assert MaskRCNN(**json.loads(json.dumps(model.config()))).config() == model.config()
+
+
+def test_fpn_bad_options():
+    with pytest.raises(ValueError, match="fpn_levels must be at most"):
+        FasterRCNN(fpn_levels=4)
+    with pytest.raises(ValueError, match="anchor_sizes must split"):
+        FasterRCNN(fpn_levels=3, anchor_sizes=(20, 28, 40, 56))
+    with pytest.raises(ValueError, match="fpn_canonical_size"):
+        FasterRCNN(fpn_levels=2, fpn_canonical_size=0)

@@ -112,7 +112,26 @@ feature coordinate (x - 0.5)/8, which ``aligned=False`` (x/8) misses by 1/16 of 
 ``aligned=True`` (x/8 - 1/2) by 7/16. The mask targets sample the pixel grid itself (scale 1,
 pixel i centred at i + 0.5), where ``aligned=True`` is exact.
 
-Every piece is a method, so a notebook can run them one at a time: ``rpn_outputs``,
+An optional feature pyramid (``fpn_levels``)
+---------------------------------------------
+With ``fpn_levels = L > 1`` the heads read L maps instead of one (Lin et al., 2017): the
+outputs C_1..C_L of the backbone's last L stages (strides s, 2s, ..., finest first) go through
+a top-down pathway with lateral 1x1 convolutions,
+
+    P_L = lateral_L(C_L),    P_l = lateral_l(C_l) + upsample_nearest_2x(P_{l+1})
+
+and a 3x3 convolution on each sum, so every level has the coarse map's semantics at its own
+resolution. The RPN head (shared weights) runs on every level; ``anchor_sizes`` is split into
+L equal groups, the smallest sizes on the finest level, so each level proposes boxes of about
+the sizes its cells can resolve. A RoI of size sqrt(wh) is cut from level
+
+    l = clamp(L - 1 + floor(log2(sqrt(wh) / fpn_canonical_size)), 0, L - 1)
+
+(FPN's eq. 1 with the coarsest level for a box of the canonical size, one level finer per
+halving). With the defaults, ``fpn_levels=2`` reads strides 4 and 8: RoIs under 48 pixels
+come from the stride-4 map, twice as fine as the single-level model's.
+
+Every piece is a method, so a notebook can run them one at a time: ``features``, ``rpn_outputs``,
 ``propose``, ``rpn_loss``, ``select_training_rois``, ``roi_features``, ``box_loss``,
 ``mask_targets``, ``mask_loss``, ``detect`` and ``predict_masks``.
 """
@@ -120,37 +139,62 @@ Every piece is a method, so a notebook can run them one at a time: ``rpn_outputs
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 from .. import backend
 from .. import functional as F
-from ..autograd import Tensor
+from ..autograd import Tensor, cat
 from ..boxes import (
     BELOW_LOW_THRESHOLD,
     BalancedPositiveNegativeSampler,
     BoxCoder,
     Matcher,
     _check_fraction,
+    anchor_grid,
     batched_nms,
     box_iou,
     clip_boxes_to_image,
     nms,
     remove_small_boxes,
 )
-from ..nn import Conv2d, ConvTranspose2d, Linear, Module, Sequential, init
+from ..nn import Conv2d, ConvTranspose2d, Linear, Module, ModuleList, Sequential, init
 from ..nn.activation import ReLU
 from ..ops.validate import check_int
 from .detection import SMOOTH_L1_BETA, AnchorDetector, as_detections
 from .segnet import _positive_int
 
-__all__ = ["BoxHead", "FasterRCNN", "MaskHead", "MaskRCNN", "RPNHead", "TrainingRoIs",
-           "paste_masks"]
+__all__ = ["BoxHead", "FasterRCNN", "FeaturePyramid", "MaskHead", "MaskRCNN", "RPNHead",
+           "TrainingRoIs", "paste_masks"]
 
 #: the box head's delta weights (wx, wy, ww, wh): REFERENCE.md
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
 
 # ----- the heads ------------------------------------------------------------------------------
+
+
+class FeaturePyramid(Module):
+    """FPN's top-down pathway: lateral 1x1 convs, nearest 2x upsampling and sums, 3x3 convs.
+
+    :param in_channels: channels of the L backbone stages it reads, finest first.
+    :param out_channels: channels of every pyramid level.
+    """
+
+    def __init__(self, in_channels, out_channels: int):
+        super().__init__()
+        self.lateral = ModuleList([Conv2d(c, out_channels, 1) for c in in_channels])
+        self.output = ModuleList([Conv2d(out_channels, out_channels, 3, padding=1)
+                                  for _ in in_channels])
+
+    def forward(self, stages):
+        """L maps (N, C_l, H_l, W_l), each twice the size of the next -> L maps (N, F, H_l, W_l)."""
+        top = self.lateral[len(stages) - 1](stages[-1])
+        levels = [self.output[len(stages) - 1](top)]
+        for level in range(len(stages) - 2, -1, -1):
+            top = self.lateral[level](stages[level]) + F.interpolate(top, scale_factor=2)
+            levels.insert(0, self.output[level](top))
+        return levels
 
 
 class RPNHead(Module):
@@ -287,6 +331,11 @@ def paste_masks(masks, boxes, image_size, threshold: float | None = 0.5):
 # ----- the model ------------------------------------------------------------------------------
 
 
+def _as_levels(features) -> list:
+    """One feature map (a Tensor) or the list of pyramid levels, as a list."""
+    return list(features) if isinstance(features, (list, tuple)) else [features]
+
+
 def _check_masks(targets, boxes, image_size, device):
     """Each target's "masks" (M, H, W), one per box, the size of the images, on ``device``."""
     out = []
@@ -333,6 +382,10 @@ class FasterRCNN(AnchorDetector):
     :param mask_roi_size: side of the mask head's RoIAlign output (14; the masks are twice it).
     :param mask_channels: channels of the mask head's convs.
     :param mask_convs: 3x3 conv + ReLU layers in the mask head (4).
+    :param fpn_levels: 1: the heads read the backbone's last map; L > 1: a feature pyramid over
+        its last L stages (module docstring).
+    :param fpn_canonical_size: with a pyramid, RoIs of this size (sqrt of the area, pixels) are
+        cut from the coarsest level, each halving one level finer.
     :param score_thresh: inference keeps class scores above this (0.05).
     :param nms_thresh: IoU threshold of the per-class NMS at inference (0.5).
     :param detections_per_img: at most this many detections per image (100).
@@ -354,10 +407,25 @@ class FasterRCNN(AnchorDetector):
                  box_bg_iou_thresh: float = 0.5, box_batch_size_per_image: int = 32,
                  box_positive_fraction: float = 0.25, masks: bool = False,
                  mask_roi_size: int = 14, mask_channels: int = 16, mask_convs: int = 4,
+                 fpn_levels: int = 1, fpn_canonical_size: float = 48.0,
                  score_thresh: float = 0.05, nms_thresh: float = 0.5,
                  detections_per_img: int = 100):
         super().__init__(num_classes, in_channels, widths, depths, anchor_sizes, aspect_ratios,
                          score_thresh, nms_thresh, detections_per_img)
+        self.fpn_levels = check_int(fpn_levels, "fpn_levels", 1)
+        if self.fpn_levels > len(self.widths):
+            raise ValueError(f"fpn_levels must be at most the number of backbone stages "
+                             f"({len(self.widths)}), got {fpn_levels}")
+        if len(self.anchor_sizes) % self.fpn_levels:
+            raise ValueError(f"anchor_sizes must split into fpn_levels={self.fpn_levels} equal "
+                             f"groups (one per level), got {len(self.anchor_sizes)} sizes")
+        if isinstance(fpn_canonical_size, bool) or not isinstance(fpn_canonical_size,
+                                                                  (int, float)) \
+                or not fpn_canonical_size > 0:
+            raise ValueError(f"fpn_canonical_size must be a number > 0, got "
+                             f"{fpn_canonical_size!r}")
+        self.fpn_canonical_size = float(fpn_canonical_size)
+        self.num_anchors //= self.fpn_levels  # anchors per cell on each level
         self.rpn_matcher = Matcher(rpn_fg_iou_thresh, rpn_bg_iou_thresh,
                                    allow_low_quality_matches=True)
         # the samplers draw from a stream seeded by the weights' stream (nn.init.manual_seed)
@@ -391,6 +459,8 @@ class FasterRCNN(AnchorDetector):
         self.mask_convs = check_int(mask_convs, "mask_convs", 0)
 
         c = self.widths[-1]
+        if self.fpn_levels > 1:
+            self.fpn = FeaturePyramid(self.widths[-self.fpn_levels:], c)
         self.rpn = RPNHead(c, self.num_anchors)
         self.box_head = BoxHead(c * self.box_roi_size ** 2, self.representation_size,
                                 self.num_classes)
@@ -429,7 +499,40 @@ class FasterRCNN(AnchorDetector):
             "mask_roi_size": self.mask_roi_size,
             "mask_channels": self.mask_channels,
             "mask_convs": self.mask_convs,
+            "fpn_levels": self.fpn_levels,
+            "fpn_canonical_size": self.fpn_canonical_size,
         }
+
+    @property
+    def feature_strides(self) -> tuple[int, ...]:
+        """The stride of each feature map the heads read, finest first (stage i: 2**(i+1))."""
+        stages = len(self.widths)
+        return tuple(2 ** (i + 1) for i in range(stages - self.fpn_levels, stages))
+
+    def anchors(self, h: int, w: int, device: str | None = None, dtype="float32"):
+        """All RPN anchors of an (h, w) image, level after level, in the order of the RPN
+        outputs; level l has the l-th group of ``anchor_sizes`` at stride ``feature_strides[l]``.
+        """
+        self.output_size(h, w)  # checks the size
+        per_level = len(self.anchor_sizes) // self.fpn_levels
+        grids = [anchor_grid((h // s, w // s), s,
+                             self.anchor_sizes[i * per_level:(i + 1) * per_level],
+                             self.aspect_ratios, device=device, dtype=dtype)
+                 for i, s in enumerate(self.feature_strides)]
+        return grids[0] if len(grids) == 1 else backend.xp_of(grids[0]).concatenate(grids)
+
+    def features(self, images) -> list:
+        """The maps the heads read: [backbone(x)], or the L pyramid levels, finest first."""
+        if self.fpn_levels == 1:
+            return [self.backbone(images)]
+        # run the flat backbone layer by layer, keeping the output of each stage's last layer
+        ends = set(accumulate(self.depths))  # layer counts at the end of each stage
+        stages, x = [], images
+        for i, layer in enumerate(self.backbone):
+            x = layer(x)
+            if i + 1 in ends:
+                stages.append(x)
+        return self.fpn(stages[-self.fpn_levels:])
 
     # ----- forward ----------------------------------------------------------------------------
     def forward(self, images, targets=None):
@@ -443,7 +546,7 @@ class FasterRCNN(AnchorDetector):
         device = backend.device_of(x.data)
         gt_masks = _check_masks(targets, boxes, image_size, device) \
             if self.training and self.masks else None
-        features = self.backbone(x)
+        features = self.features(x)
         objectness, rpn_deltas = self.rpn_outputs(features)
         anchors = self.anchors(*image_size, device=device, dtype=x.dtype)
         proposals = self.propose(objectness, rpn_deltas, anchors, image_size)
@@ -463,14 +566,20 @@ class FasterRCNN(AnchorDetector):
 
     # ----- the RPN ----------------------------------------------------------------------------
     def rpn_outputs(self, features):
-        """The RPN head on the feature map, in anchor order.
+        """The RPN head on every feature map, in anchor order (level after level).
 
-        :param features: (N, C, H', W') Tensor.
-        :returns: ``(objectness, deltas)``: Tensors (N, H'*W'*A) and (N, H'*W'*A, 4).
+        :param features: the (N, C, H', W') feature map, or the list of ``features(x)``.
+        :returns: ``(objectness, deltas)``: Tensors (N, K) and (N, K, 4), K = sum of H'*W'*A.
         """
-        logits, deltas = self.rpn(features)
-        objectness = self.per_anchor(logits, 1)
-        return objectness.reshape(*objectness.shape[:2]), self.per_anchor(deltas, 4)
+        objectness, deltas = [], []
+        for level in _as_levels(features):
+            logits, level_deltas = self.rpn(level)
+            logits = self.per_anchor(logits, 1)
+            objectness.append(logits.reshape(*logits.shape[:2]))
+            deltas.append(self.per_anchor(level_deltas, 4))
+        if len(objectness) == 1:
+            return objectness[0], deltas[0]
+        return cat(objectness, 1), cat(deltas, 1)
 
     def propose(self, objectness, deltas, anchors, image_size) -> list:
         """Proposals, per image: top-n by objectness, decode, clip, drop small, NMS, top-n.
@@ -574,10 +683,34 @@ class FasterRCNN(AnchorDetector):
         return TrainingRoIs(xp.concatenate(rois), xp.concatenate(roi_labels),
                             xp.concatenate(targets), xp.concatenate(matched))
 
+    def roi_levels(self, boxes):
+        """(R,) int64: the pyramid level each (R, 4) box is cut from (module docstring)."""
+        xp = backend.xp_of(boxes)
+        size = xp.sqrt(xp.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
+                                  1e-12))
+        level = self.fpn_levels - 1 + xp.floor(xp.log2(size / self.fpn_canonical_size) + 1e-6)
+        return xp.clip(level, 0, self.fpn_levels - 1).astype(xp.int64)
+
     def roi_features(self, features, rois, output_size: int):
-        """RoIAlign on the feature map: (R, 5) image-pixel RoIs -> (R, C, P, P) Tensor."""
-        return F.roi_align(features, rois, output_size, spatial_scale=1.0 / self.stride,
-                           sampling_ratio=self.sampling_ratio, aligned=False)
+        """RoIAlign on the feature map(s): (R, 5) image-pixel RoIs -> (R, C, P, P) Tensor.
+
+        With a pyramid each RoI is cut from its level (``roi_levels``), at that level's scale.
+        """
+        levels = _as_levels(features)
+        if len(levels) == 1:
+            return F.roi_align(levels[0], rois, output_size, spatial_scale=1.0 / self.stride,
+                               sampling_ratio=self.sampling_ratio, aligned=False)
+        xp = backend.xp_of(rois)
+        assigned = self.roi_levels(rois[:, 1:])
+        pieces, order = [], []
+        for level, (feature_map, stride) in enumerate(zip(levels, self.feature_strides)):
+            chosen = xp.nonzero(assigned == level)[0]
+            pieces.append(F.roi_align(feature_map, rois[chosen], output_size,
+                                      spatial_scale=1.0 / stride,
+                                      sampling_ratio=self.sampling_ratio, aligned=False))
+            order.append(chosen)
+        # the pieces come level by level; put every RoI back in its place
+        return cat(pieces, 0)[xp.argsort(xp.concatenate(order))]
 
     def box_loss(self, class_logits, box_deltas, sampled: TrainingRoIs) -> dict:
         """Cross-entropy over all sampled RoIs, smooth L1 on the true class's deltas.
@@ -624,7 +757,7 @@ class FasterRCNN(AnchorDetector):
         xp = backend.xp_of(sampled.labels)
         positive = xp.nonzero(sampled.positive)[0]
         if positive.shape[0] == 0:  # no object in the whole batch: nothing to learn
-            return Tensor(xp.zeros((), dtype=features.dtype))
+            return Tensor(xp.zeros((), dtype=_as_levels(features)[0].dtype))
         rois, labels = sampled.rois[positive], sampled.labels[positive]
         logits = self.mask_head(self.roi_features(features, rois, self.mask_roi_size))
         logits = logits[xp.arange(positive.shape[0]), labels - 1]  # (P, 28, 28)
@@ -635,13 +768,13 @@ class FasterRCNN(AnchorDetector):
     def detect(self, features, proposals, image_size) -> list[dict]:
         """Box head on the proposals, then per-class decoding, threshold, NMS, top-k.
 
-        :param features: (N, C, H', W') Tensor.
+        :param features: the (N, C, H', W') feature map, or the list of ``features(x)``.
         :param proposals: N arrays (P_i, 4).
         :param image_size: (H, W) for clipping.
         :returns: N dicts {"boxes", "scores", "labels"}, by decreasing score.
         """
-        xp = backend.xp_of(features.data)
-        dtype = features.dtype
+        xp = backend.xp_of(_as_levels(features)[0].data)
+        dtype = _as_levels(features)[0].dtype
         counts = [p.shape[0] for p in proposals]
         rois = xp.concatenate([
             xp.concatenate([xp.full((p.shape[0], 1), i, dtype=dtype), p.astype(dtype)], axis=1)
@@ -672,8 +805,8 @@ class FasterRCNN(AnchorDetector):
         The mask head runs on the detected boxes; each box keeps sigmoid(m[label]) (28x28),
         pasted into the image and thresholded at 0.5 (``paste_masks``).
         """
-        xp = backend.xp_of(features.data)
-        dtype = features.dtype
+        xp = backend.xp_of(_as_levels(features)[0].data)
+        dtype = _as_levels(features)[0].dtype
         rois = xp.concatenate([
             xp.concatenate([xp.full((d["boxes"].shape[0], 1), i, dtype=dtype),
                             d["boxes"].astype(dtype)], axis=1)
@@ -695,7 +828,7 @@ class FasterRCNN(AnchorDetector):
     def extra_repr(self):
         return (f"num_classes={self.num_classes}, widths={self.widths}, "
                 f"anchor_sizes={self.anchor_sizes}, aspect_ratios={self.aspect_ratios}, "
-                f"masks={self.masks}")
+                f"masks={self.masks}, fpn_levels={self.fpn_levels}")
 
 
 class MaskRCNN(FasterRCNN):
