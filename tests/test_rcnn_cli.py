@@ -13,14 +13,11 @@ import json
 import numpy
 import pytest
 from PIL import Image
+from test_detection_training import PNG, TINY  # the same tiny run as every detector's
 
 from tinyseg import engine
 from tinyseg.cli import main
 from tinyseg.data import DataLoader, ShapesDataset
-
-TINY = ["--epochs", "1", "--batch-size", "4", "--image-size", "128", "--train-images", "4",
-        "--val-images", "4", "--no-progress"]
-PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")

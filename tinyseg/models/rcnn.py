@@ -160,6 +160,7 @@ from ..boxes import (
 )
 from ..nn import Conv2d, ConvTranspose2d, Linear, Module, ModuleList, Sequential, init
 from ..nn.activation import ReLU
+from ..ops.roi import boxes_to_rois
 from ..ops.validate import check_int
 from .detection import SMOOTH_L1_BETA, AnchorDetector, as_detections
 from .segnet import _positive_int
@@ -653,9 +654,9 @@ class FasterRCNN(AnchorDetector):
         """
         xp = backend.xp_of(proposals[0])
         dtype = proposals[0].dtype
-        rois, roi_labels, targets, matched = [], [], [], []
+        kept, roi_labels, targets, matched = [], [], [], []
         offset = 0  # index of this image's first ground truth in the whole batch
-        for i, (props, gt, gt_labels) in enumerate(zip(proposals, boxes, labels)):
+        for props, gt, gt_labels in zip(proposals, boxes, labels):
             gt = gt.astype(dtype, copy=False)
             props = xp.concatenate([props, gt])
             if gt.shape[0] == 0:
@@ -675,12 +676,11 @@ class FasterRCNN(AnchorDetector):
                 targets.append(xp.where(foreground[:, None], deltas, 0).astype(dtype))
             else:
                 targets.append(xp.zeros_like(props))
-            rois.append(xp.concatenate([xp.full((props.shape[0], 1), i, dtype=dtype), props],
-                                       axis=1))
+            kept.append(props)
             roi_labels.append(image_labels)
             matched.append(xp.where(foreground, safe + offset, -1))
             offset += gt.shape[0]
-        return TrainingRoIs(xp.concatenate(rois), xp.concatenate(roi_labels),
+        return TrainingRoIs(boxes_to_rois(kept), xp.concatenate(roi_labels),
                             xp.concatenate(targets), xp.concatenate(matched))
 
     def roi_levels(self, boxes):
@@ -773,12 +773,10 @@ class FasterRCNN(AnchorDetector):
         :param image_size: (H, W) for clipping.
         :returns: N dicts {"boxes", "scores", "labels"}, by decreasing score.
         """
-        xp = backend.xp_of(_as_levels(features)[0].data)
-        dtype = _as_levels(features)[0].dtype
+        first = _as_levels(features)[0].data
+        xp = backend.xp_of(first)
         counts = [p.shape[0] for p in proposals]
-        rois = xp.concatenate([
-            xp.concatenate([xp.full((p.shape[0], 1), i, dtype=dtype), p.astype(dtype)], axis=1)
-            for i, p in enumerate(proposals)])
+        rois = boxes_to_rois(list(proposals), first)  # (R, 5), image by image
         class_logits, box_deltas = self.box_head(
             self.roi_features(features, rois, self.box_roi_size))
         probs = F.softmax(class_logits.data, dim=1).data  # (R, K)
@@ -805,12 +803,9 @@ class FasterRCNN(AnchorDetector):
         The mask head runs on the detected boxes; each box keeps sigmoid(m[label]) (28x28),
         pasted into the image and thresholded at 0.5 (``paste_masks``).
         """
-        xp = backend.xp_of(_as_levels(features)[0].data)
-        dtype = _as_levels(features)[0].dtype
-        rois = xp.concatenate([
-            xp.concatenate([xp.full((d["boxes"].shape[0], 1), i, dtype=dtype),
-                            d["boxes"].astype(dtype)], axis=1)
-            for i, d in enumerate(detections)])
+        first = _as_levels(features)[0].data
+        xp = backend.xp_of(first)
+        rois = boxes_to_rois([d["boxes"] for d in detections], first)
         if rois.shape[0]:
             logits = self.mask_head(self.roi_features(features, rois, self.mask_roi_size)).data
             labels = xp.concatenate([d["labels"] for d in detections])
