@@ -1,38 +1,81 @@
 """Shared fixtures: the backend each test runs on, and the homework grade report.
 
-Every op test takes the ``xp`` fixture and runs once with NumPy and once with
-CuPy; the CuPy run is skipped where there is no GPU. ``TINYSEG_TEST_BACKEND``
-(numpy or cupy) limits a run to one backend, e.g. on a GPU machine.
+Every op test takes the ``xp`` fixture and runs once with NumPy and once on a
+device: real CuPy where a GPU is present, else the strict simulated device of
+``tests/strict_device.py``, installed as the ``cupy`` module before tinyseg is
+imported. ``TINYSEG_TEST_BACKEND`` (comma-separated: numpy, cupy, strict)
+picks them by hand, e.g. ``TINYSEG_TEST_BACKEND=cupy`` on a GPU machine.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy
 import pytest
 
-from tinyseg import backend
+import strict_device  # noqa: E402  (tests/ is on sys.path: pytest's rootdir conftest)
 
-_BACKENDS = os.environ.get("TINYSEG_TEST_BACKEND", "numpy,cupy").split(",")
+
+def _real_gpu() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def _chosen_backends() -> list[str]:
+    """numpy, plus cupy on a GPU machine, else the strict simulated device."""
+    names = os.environ.get("TINYSEG_TEST_BACKEND")
+    names = names.split(",") if names else ["numpy", "cupy" if _real_gpu() else "strict"]
+    unknown = set(names) - {"numpy", "cupy", "strict"}
+    if unknown or ("cupy" in names and "strict" in names):
+        raise pytest.UsageError(
+            f"TINYSEG_TEST_BACKEND={','.join(names)}: use numpy, cupy and strict, comma "
+            "separated, with at most one of cupy (a real GPU) and strict (the simulated one)"
+        )
+    return names
+
+
+_BACKENDS = _chosen_backends()
+if "strict" in _BACKENDS:
+    for _name in [m for m in sys.modules if m == "cupy" or m.startswith(("cupy.", "cupyx"))]:
+        del sys.modules[_name]
+    strict_device.install()
+
+from tinyseg import backend  # noqa: E402  (after the device is chosen)
+
+STRICT = "strict" in _BACKENDS
+
+
+# Tests that run whole models on the device (the `xp` fixture's device, without numpy).
+DEVICE_BACKEND = pytest.mark.skipif(
+    not (STRICT or ("cupy" in _BACKENDS and backend.gpu_available())),
+    reason="no device under test (a GPU, or TINYSEG_TEST_BACKEND with strict)",
+)
 
 
 def _backend_params():
     params = []
     if "numpy" in _BACKENDS:
         params.append(pytest.param("numpy", id="numpy"))
+    skip = pytest.mark.skipif(
+        not backend.gpu_available(), reason="CuPy with a CUDA device is not available"
+    )
     if "cupy" in _BACKENDS:
-        skip = pytest.mark.skipif(
-            not backend.gpu_available(), reason="CuPy with a CUDA device is not available"
-        )
         params.append(pytest.param("cupy", id="cupy", marks=[skip, pytest.mark.gpu]))
+    if STRICT:  # skips only where tinyseg.backend is a stand-in (homework tests)
+        params.append(pytest.param("cupy", id="strict", marks=[skip, pytest.mark.gpu]))
     return params
 
 
 @pytest.fixture(params=_backend_params())
 def xp(request):
-    """The array module under test: numpy, or cupy on a GPU machine."""
+    """The array module under test: numpy, or cupy (a real GPU or the strict simulated device)."""
     return numpy if request.param == "numpy" else backend.cupy_module()
 
 

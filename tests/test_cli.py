@@ -77,8 +77,9 @@ def test_homework_grade_via_main(tmp_path, capsys):
     )
     from pathlib import Path
 
-    conftest = Path(homework.default_root()) / "tests" / "conftest.py"
-    (tmp_path / "tests" / "conftest.py").write_text(conftest.read_text())
+    for name in ("conftest.py", "strict_device.py"):  # the fixtures and the device they use
+        source = Path(homework.default_root()) / "tests" / name
+        (tmp_path / "tests" / name).write_text(source.read_text())
     assert main(["homework", "grade", str(tmp_path)]) == 1  # some tests failed
     out = capsys.readouterr().out
     assert "one" in out and "5.0" in out and "test_not_ok" in out

@@ -223,7 +223,8 @@ def _fake_project(tmp_path: Path) -> Path:
         def test_unmarked_is_not_graded():
             raise AssertionError("never run by grade")
         """)
-    shutil.copy(ROOT / "tests" / "conftest.py", test_file.parent / "conftest.py")
+    for name in ("conftest.py", "strict_device.py"):
+        shutil.copy(ROOT / "tests" / name, test_file.parent / name)
     return root
 
 

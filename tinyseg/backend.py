@@ -85,16 +85,28 @@ def is_cupy_array(a) -> bool:
     return _cupy is not None and isinstance(a, _cupy.ndarray)
 
 
+def _raw(a):
+    """The array inside ``a``: a cupy or numpy array as it is, a Tensor's ``.data`` otherwise.
+
+    The array test comes first: a ``cupy.ndarray`` also has a ``.data``, but
+    that is a ``cupy.cuda.MemoryPointer``, not an array.
+    """
+    if isinstance(a, numpy.ndarray) or is_cupy_array(a):
+        return a
+    return getattr(a, "data", a)
+
+
 def xp_of(*arrays):
     """The array module of the arrays given: cupy if any is a cupy array, else numpy.
 
-    Objects with a ``.data`` array (tinyseg Tensors) are looked through, so
-    layers can call ``xp_of(tensor)`` too. Mixing devices is an error rather
-    than a silent copy.
+    Tensors are looked through (their ``.data``), so layers can call
+    ``xp_of(tensor)`` too, and ops call ``xp_of(x, weight, ...)`` on every
+    array argument: mixing devices is a clear error rather than a silent copy
+    or a raw CuPy TypeError.
     """
     found_cpu = found_gpu = False
     for a in arrays:
-        a = getattr(a, "data", a) if not isinstance(a, numpy.ndarray) else a
+        a = _raw(a)
         if is_cupy_array(a):
             found_gpu = True
         elif isinstance(a, numpy.ndarray):
@@ -108,8 +120,8 @@ def xp_of(*arrays):
 
 
 def device_of(a) -> str:
-    """'gpu' for a cupy array, 'cpu' for anything else."""
-    return "gpu" if is_cupy_array(getattr(a, "data", a)) else "cpu"
+    """'gpu' for a cupy array (or a Tensor holding one), 'cpu' for anything else."""
+    return "gpu" if is_cupy_array(_raw(a)) else "cpu"
 
 
 def to_device(a, device: str):
