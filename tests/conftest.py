@@ -15,7 +15,6 @@ import sys
 
 import numpy
 import pytest
-
 import strict_device  # noqa: E402  (tests/ is on sys.path: pytest's rootdir conftest)
 
 

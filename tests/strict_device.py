@@ -607,7 +607,6 @@ class ufunc:
 
 def _from_host(name):
     """asarray and friends: a device array passes through; host data is one h2d copy."""
-    np_func = getattr(_np, name)
 
     def make(obj, dtype=None, *args, **kwargs):
         if isinstance(obj, ndarray):

@@ -97,3 +97,28 @@ def test_no_add_at_and_no_cupy_import_outside_backend():
         if re.search(r"allow_pickle\s*=\s*True|pickle\.load", text):
             offenders.append(f"{path.name}: pickle in loading code")
     assert not offenders, "\n".join(offenders)
+
+
+def test_xp_of_and_device_of_see_raw_device_arrays_and_tensors(xp):
+    """A cupy array's own ``.data`` is a memory pointer: it must not be looked through."""
+    import tinyseg as ts
+
+    a = xp.zeros((2, 3))
+    want = "cpu" if xp is numpy else "gpu"
+    assert backend.xp_of(a) is xp and backend.device_of(a) == want
+    t = ts.tensor(a)
+    assert backend.xp_of(t) is xp and backend.device_of(t) == want and t.device == want
+    assert backend.xp_of(t, a, 2.0, numpy.float32(1)) is xp
+
+
+@pytest.mark.parametrize("op", ["conv2d", "linear"])
+def test_a_host_input_with_device_weights_is_a_clear_device_error(op):
+    if not backend.gpu_available():
+        pytest.skip("no device under test")
+    import tinyseg.functional as F
+
+    cp = backend.cupy_module()
+    x = numpy.ones((1, 2, 4, 4)) if op == "conv2d" else numpy.ones((3, 2))
+    w = cp.ones((3, 2, 3, 3)) if op == "conv2d" else cp.ones((4, 2))
+    with pytest.raises(ValueError, match="different devices"):
+        getattr(F, op)(x, w)

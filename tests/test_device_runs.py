@@ -11,9 +11,9 @@ import json
 
 import numpy
 import pytest
+from conftest import DEVICE_BACKEND
 from PIL import Image
 
-from conftest import DEVICE_BACKEND
 from tinyseg.cli import main
 from tinyseg.models import MODELS
 

@@ -94,6 +94,8 @@ class Function:
     def apply(cls, *args, **kwargs):
         ctx = Context()
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
+        # Every array argument on one device: a clear error, not a raw CuPy TypeError.
+        backend.xp_of(*raw, *kwargs.values())
         out = cls.forward(ctx, *raw, **kwargs)
         outs = out if isinstance(out, tuple) else (out,)
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)

@@ -12,9 +12,12 @@ This module is the only one in tinyseg that imports CuPy. It also holds:
 
 * device moves, which are always explicit (``to_device``, ``to_numpy``):
   no computation ever copies between host and GPU behind your back;
-* ``scatter_add``, the one scatter used outside the convolution code. NumPy's
-  unbuffered ``ufunc.at`` has no CuPy twin of the same name, and is slow;
-  ``bincount`` with weights does the same job on both backends;
+* ``scatter_add``, the one scatter used outside the convolution code. On the
+  GPU it is an atomic add (``cupyx.scatter_add``, the kernel behind the
+  ``at`` method of CuPy's ``add`` ufunc, which CuPy has had for years): no sync
+  and no temporary. On the CPU, NumPy's unbuffered ``at`` is slow, and
+  ``bincount`` with weights does the same job faster; on CuPy, ``bincount``
+  would cost two syncs and a float64 array the size of the target;
 * the default device, from ``set_default_device`` or the environment
   variable ``TINYSEG_DEVICE`` (``cpu`` or ``gpu``).
 """
@@ -27,8 +30,9 @@ import numpy
 
 try:  # CuPy is optional: `pip install tinyseg[gpu]`.
     import cupy as _cupy
+    import cupyx as _cupyx
 except Exception:  # ImportError, or a CUDA library missing underneath
-    _cupy = None
+    _cupy = _cupyx = None
 
 DEVICES = ("cpu", "gpu")
 _default_device: str | None = None
@@ -142,8 +146,8 @@ def scatter_add(target, index, values):
     """In place: ``target.flat[index[i]] += values[i]`` for every i, repeats summed.
 
     A plain ``target.flat[index] += values`` would keep only one of several
-    writes to the same place. ``bincount`` with weights sums them, and it
-    exists with the same meaning in NumPy and CuPy.
+    writes to the same place. On CuPy an atomic add sums them; on NumPy,
+    ``bincount`` with weights does (faster than NumPy's ufunc ``at``).
 
     Shapes: ``target`` any shape (C-contiguous), ``index`` integer array of flat
     positions into it, ``values`` the same size as ``index``.
@@ -156,6 +160,11 @@ def scatter_add(target, index, values):
             f"scatter_add: index has {index.size} entries but values has {values.size}"
         )
     if index.size == 0:
+        return target
+    if xp is not numpy:
+        if not target.flags.c_contiguous:
+            raise ValueError("scatter_add: target must be C-contiguous")
+        _cupyx.scatter_add(target.reshape(-1), index, values.astype(target.dtype, copy=False))
         return target
     sums = xp.bincount(index, weights=values.astype(xp.float64), minlength=target.size)
     target += sums.reshape(target.shape).astype(target.dtype, copy=False)

@@ -404,15 +404,20 @@ def _greedy_nms(boxes, scores, iou_threshold, classes=None):
     if classes is not None:
         classes = classes[order]
         overlaps &= classes[:, None] == classes[None, :]
-    keep = xp.zeros(n, dtype=bool)
-    alive = xp.arange(n)  # positions, in score order, neither kept nor suppressed
+    # The sweep is sequential (each kept box decides which boxes are still alive), so it runs
+    # on the host: the (N, N) overlap matrix crosses once, instead of one device sync per
+    # kept box for the loop's `alive.size` test.
+    overlaps = backend.to_numpy(overlaps)
+    keep = numpy.zeros(n, dtype=bool)
+    alive = numpy.arange(n)  # positions, in score order, neither kept nor suppressed
     # The one Python loop over boxes: it turns once per KEPT box.
     while alive.size > 0:
         best, rest = alive[0], alive[1:]  # alive stays sorted, so alive[0] is the best
         keep[best] = True
         alive = rest[~overlaps[best, rest]]
     # keep is in score order, so order[keep] lists the kept boxes best first
-    return order[xp.nonzero(keep)[0]].astype(xp.int64, copy=False)
+    kept = backend.to_device(numpy.flatnonzero(keep), backend.device_of(order))
+    return order[kept].astype(xp.int64, copy=False)
 
 
 def nms(boxes, scores, iou_threshold: float):

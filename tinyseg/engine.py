@@ -401,13 +401,34 @@ class Trainer:
 
     # -- one epoch --
     def training_loss(self, batch):
-        """The loss of one device batch and its named terms: ``(loss Tensor, {name: float})``."""
+        """The loss of one device batch and its named terms: ``(loss Tensor, {name: array})``.
+
+        The terms stay 0-d device arrays: reading each one with ``.item()`` would cost a
+        device sync per term per step.
+        """
         if self.detection:
             terms = self.model(batch["image"], batch_targets(batch))
             loss = sum(terms.values())
-            return loss, {name: value.item() for name, value in terms.items()}
+            return loss, {name: value.data for name, value in terms.items()}
         output, target = _forward_and_crop(self.model, batch)
         return self.loss_fn(output, target), {}
+
+    def train_step(self, batch) -> tuple[float, dict]:
+        """One optimiser step on a device batch: ``(loss, {term: value})`` as host floats.
+
+        The loss and its terms are read from the device together, in one copy: the one
+        sync of a step that the log needs (and the divergence check with it).
+        """
+        loss, terms = self.training_loss(batch)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        xp = backend.xp_of(loss.data)
+        values = backend.to_numpy(xp.stack([loss.data.reshape(()), *terms.values()]))
+        value = float(values[0])
+        if not math.isfinite(value):
+            raise FloatingPointError(f"the training loss became {value}; lower the lr")
+        return value, {name: float(v) for name, v in zip(terms, values[1:])}
 
     def train_one_epoch(self, epoch: int) -> float:
         """Train for one epoch; returns the mean training loss.
@@ -423,18 +444,12 @@ class Trainer:
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
                    disable=not self.progress, unit="batch")
         for batch in bar:
-            batch = batch_to_device(batch, self.device)
-            loss, terms = self.training_loss(batch)
-            for name, value in terms.items():
-                term_totals[name] = term_totals.get(name, 0.0) + value
-            self.optimizer.zero_grad()
-            loss.backward()
-            self.optimizer.step()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"the training loss became {value} in epoch {epoch + 1}; lower the lr"
-                )
+            try:
+                value, terms = self.train_step(batch_to_device(batch, self.device))
+            except FloatingPointError as error:
+                raise FloatingPointError(f"{error} (epoch {epoch + 1})") from None
+            for name, term in terms.items():
+                term_totals[name] = term_totals.get(name, 0.0) + term
             total, count = total + value, count + 1
             bar.set_postfix(loss=f"{total / count:.4f}")
         bar.close()

@@ -44,6 +44,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy
+
 from .. import backend
 from ..boxes import _check_fraction, anchor_grid, cell_anchors
 from ..nn import Module, Sequential
@@ -87,8 +89,10 @@ def check_detection_targets(targets, num_images: int, num_classes: int, device: 
             raise ValueError(
                 f"targets[{i}] must be a dict with 'boxes' and 'labels', got {t!r:.80}"
             )
-        b = backend.to_device(t["boxes"], device)
-        lab = backend.to_device(t["labels"], device)
+        # Checked on the host, where targets come from, before the one move to the device:
+        # each check below would otherwise be a device sync per image and step.
+        b = backend.to_numpy(t["boxes"])
+        lab = backend.to_numpy(t["labels"])
         if b.size == 0 and lab.size == 0:  # an image without objects, e.g. written as []
             b, lab = b.reshape(0, 4), lab.reshape(0)
         if b.ndim != 2 or b.shape[1] != 4 or b.dtype.kind not in "iuf":
@@ -104,17 +108,17 @@ def check_detection_targets(targets, num_images: int, num_classes: int, device: 
         if lab.size and bool(((lab < 1) | (lab >= num_classes)).any()):
             raise ValueError(
                 f"targets[{i}]['labels'] must be in 1..{num_classes - 1} (num_classes="
-                f"{num_classes} counts the background, label 0), got {backend.to_numpy(lab)}"
+                f"{num_classes} counts the background, label 0), got {lab}"
             )
-        xp = backend.xp_of(b)
-        if b.size and not bool(xp.isfinite(b).all()):
-            raise ValueError(f"targets[{i}]['boxes'] must be finite, got {backend.to_numpy(b)}")
+        if b.size and not bool(numpy.isfinite(b).all()):
+            raise ValueError(f"targets[{i}]['boxes'] must be finite, got {b}")
         # a box without area matches no anchor or cell and has no log-size to regress
         if b.size and not bool(((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all()):
             raise ValueError(f"targets[{i}]['boxes'] must have x2 > x1 and y2 > y1, got "
-                             f"{backend.to_numpy(b)}")
-        boxes.append(b if b.dtype.kind == "f" else b.astype(xp.float64))
-        labels.append(lab.astype(xp.int64))
+                             f"{b}")
+        boxes.append(backend.to_device(b if b.dtype.kind == "f" else b.astype(numpy.float64),
+                                       device))
+        labels.append(backend.to_device(lab.astype(numpy.int64), device))
     return boxes, labels
 
 
