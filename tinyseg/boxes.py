@@ -84,7 +84,9 @@ per KEPT box, and each turn is one row lookup. (The matrix costs N^2 memory;
 the detectors here call NMS on at most a few thousand candidates. An earlier
 version computed the winner's IoU row inside the loop, O(N) memory, and was
 2.5x slower on the RPN's 300 proposals.) The loop is inherently sequential:
-whether box k survives depends on which earlier boxes were kept.
+whether box k survives depends on which earlier boxes were kept. So on a GPU
+the matrix is computed there and copied to the host once, and the loop runs
+on the host: on the device, each turn's ``alive.size`` test would be a sync.
 
 Batched NMS. Detectors run NMS separately for each class: a dog box should not
 suppress an overlapping person box. torchvision does this with a trick: shift

@@ -417,7 +417,7 @@ class Trainer:
         """One optimiser step on a device batch: ``(loss, {term: value})`` as host floats.
 
         The loss and its terms are read from the device together, in one copy: the one
-        sync of a step that the log needs (and the divergence check with it).
+        sync of a step, which the log and the divergence check need.
         """
         loss, terms = self.training_loss(batch)
         self.optimizer.zero_grad()
@@ -425,10 +425,7 @@ class Trainer:
         self.optimizer.step()
         xp = backend.xp_of(loss.data)
         values = backend.to_numpy(xp.stack([loss.data.reshape(()), *terms.values()]))
-        value = float(values[0])
-        if not math.isfinite(value):
-            raise FloatingPointError(f"the training loss became {value}; lower the lr")
-        return value, {name: float(v) for name, v in zip(terms, values[1:])}
+        return float(values[0]), {name: float(v) for name, v in zip(terms, values[1:])}
 
     def train_one_epoch(self, epoch: int) -> float:
         """Train for one epoch; returns the mean training loss.
@@ -444,10 +441,11 @@ class Trainer:
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
                    disable=not self.progress, unit="batch")
         for batch in bar:
-            try:
-                value, terms = self.train_step(batch_to_device(batch, self.device))
-            except FloatingPointError as error:
-                raise FloatingPointError(f"{error} (epoch {epoch + 1})") from None
+            value, terms = self.train_step(batch_to_device(batch, self.device))
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"the training loss became {value} in epoch {epoch + 1}; lower the lr"
+                )
             for name, term in terms.items():
                 term_totals[name] = term_totals.get(name, 0.0) + term
             total, count = total + value, count + 1
