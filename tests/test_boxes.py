@@ -35,6 +35,7 @@ from tinyseg.boxes import (
     clip_boxes_to_image,
     generalized_box_iou,
     nms,
+    nms_by_image,
     nms_naive,
     remove_small_boxes,
 )
@@ -322,6 +323,64 @@ def test_batched_nms_other_classes_do_not_suppress(xp):
     )
     empty = batched_nms(xp.zeros((0, 4)), xp.zeros(0), xp.zeros(0, dtype=xp.int64), 0.5)
     assert empty.shape == (0,) and empty.dtype == xp.int64
+
+
+@FEW
+@given(
+    n=st.integers(0, 40),
+    num_images=st.integers(1, 4),
+    classes=st.integers(0, 3),  # 0: class-agnostic (idxs=None)
+    seed=st.integers(0, 2**32 - 1),
+    threshold=st.sampled_from([0.0, 0.3, 0.5, 0.7]),
+    top_n=st.sampled_from([None, 1, 3]),
+    tied=st.booleans(),
+)
+def test_nms_by_image_is_batched_nms_per_image_cut_to_top_n(xp, n, num_images, classes, seed,
+                                                           threshold, top_n, tied):
+    rng = numpy.random.default_rng(seed)
+    boxes = random_boxes(rng, n, integer=True)
+    scores = rng.integers(0, 3, size=n) / 3 if tied else rng.random(n)
+    images = rng.integers(0, num_images, size=n)
+    idxs = rng.integers(0, classes, size=n) if classes else numpy.zeros(n, dtype=numpy.int64)
+    kept = nms_by_image(xp.asarray(boxes), xp.asarray(scores),
+                        xp.asarray(idxs) if classes else None, xp.asarray(images), num_images,
+                        threshold, top_n=top_n)
+    assert len(kept) == num_images
+    for image, keep in enumerate(kept):
+        assert keep.dtype == xp.int64
+        members = numpy.nonzero(images == image)[0]
+        expected = members[per_class_nms(boxes[members], scores[members], idxs[members],
+                                         threshold)][:top_n]
+        numpy.testing.assert_array_equal(to_numpy(keep), expected)
+
+
+def test_nms_by_image_keeps_images_apart_and_stops_at_top_n(xp):
+    boxes = xp.asarray([[0.0, 0.0, 10.0, 10.0]] * 4 + [[20.0, 20.0, 30.0, 30.0]])
+    scores = xp.asarray([0.9, 0.8, 0.7, 0.6, 0.5])
+    images = xp.asarray([0, 1, 0, 1, 1])
+    kept = nms_by_image(boxes, scores, None, images, 3, 0.5)
+    assert [to_numpy(k).tolist() for k in kept] == [[0], [1, 4], []]
+    kept = nms_by_image(boxes, scores, None, images, 2, 0.5, top_n=1)
+    assert [to_numpy(k).tolist() for k in kept] == [[0], [1]]
+    empty = nms_by_image(xp.zeros((0, 4)), xp.zeros(0), None, xp.zeros(0, dtype=xp.int64), 2,
+                         0.5)
+    assert [k.shape for k in empty] == [(0,), (0,)]
+
+
+def test_nms_by_image_bad_input_names_the_argument(xp):
+    boxes, scores = xp.asarray([[0.0, 0.0, 1.0, 1.0]] * 2), xp.asarray([0.5, 0.4])
+    with pytest.raises(ValueError, match="images must hold image indices in 0..1"):
+        nms_by_image(boxes, scores, None, xp.asarray([0, 2]), 2, 0.5)
+    with pytest.raises(ValueError, match="images must hold image indices"):
+        nms_by_image(boxes, scores, None, xp.asarray([-1, 0]), 2, 0.5)
+    with pytest.raises(ValueError, match="images"):
+        nms_by_image(boxes, scores, None, xp.asarray([0]), 2, 0.5)
+    with pytest.raises(ValueError, match="num_images"):
+        nms_by_image(boxes, scores, None, xp.asarray([0, 0]), 0, 0.5)
+    with pytest.raises(ValueError, match="top_n"):
+        nms_by_image(boxes, scores, None, xp.asarray([0, 0]), 1, 0.5, top_n=0)
+    with pytest.raises(TypeError, match="idxs must hold integers"):
+        nms_by_image(boxes, scores, xp.asarray([0.5, 1.0]), xp.asarray([0, 0]), 1, 0.5)
 
 
 def test_clip_and_remove_small_boxes(xp):

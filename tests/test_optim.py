@@ -96,6 +96,120 @@ def test_float32_parameters_stay_float32(xp):
         assert p.dtype == xp.float32
 
 
+# ----- the flat update: the same numbers as the loop, in a few launches ----------------------
+FLAT_CASES = [
+    ("SGD", {"lr": 0.1}),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01, "dampening": 0.2}),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+    ("Adam", {"lr": 0.01, "weight_decay": 0.1}),
+    ("AdamW", {"lr": 0.01, "weight_decay": 0.1}),
+]
+SHAPES = [(3, 2, 3, 3), (3,), (), (4, 5), (1, 1, 2)]  # conv-like, bias, scalar, linear, odd
+
+
+def _model_params(xp, seed=0):
+    rng = numpy.random.default_rng(seed)
+    return [nn.Parameter(xp.asarray(rng.standard_normal(s))) for s in SHAPES]
+
+
+def _grads(xp, steps, seed=1):
+    rng = numpy.random.default_rng(seed)
+    return [[xp.asarray(rng.standard_normal(s)) for s in SHAPES] for _ in range(steps)]
+
+
+@pytest.mark.parametrize("name, kwargs", FLAT_CASES)
+def test_flat_step_equals_the_loop_exactly(xp, name, kwargs):
+    flat_params, loop_params = _model_params(xp), _model_params(xp)
+    flat = getattr(optim, name)(flat_params, **kwargs)
+    loop = getattr(optim, name)(loop_params, **kwargs)
+    for grads in _grads(xp, 3):
+        for p, q, g in zip(flat_params, loop_params, grads):
+            p.grad, q.grad = g, g.copy()
+        assert flat._can_fuse()
+        flat.step_flat()
+        loop.step_loop()
+    for p, q in zip(flat_params, loop_params):
+        assert p.data.shape == q.data.shape
+        assert backend.to_numpy(p.data).tolist() == backend.to_numpy(q.data).tolist()
+    for s, t in zip(flat.state, loop.state):
+        assert s.keys() == t.keys()
+        for key in s:
+            assert backend.to_numpy(xp.asarray(s[key])).tolist() == \
+                backend.to_numpy(xp.asarray(t[key])).tolist()
+
+
+def test_flat_step_makes_parameters_views_of_one_array(xp):
+    params = _model_params(xp)
+    opt = optim.Adam(params, lr=0.1)
+    for p, g in zip(params, _grads(xp, 1)[0]):
+        p.grad = g
+    opt.step()
+    flat = opt._flat["data"].flat
+    assert flat.shape == (sum(int(numpy.prod(s)) for s in SHAPES),)
+    flat[...] = 7.0  # writing the flat array writes every parameter
+    assert all(float(p.data.sum()) == 7.0 * p.data.size for p in params)
+    assert opt.state[0]["exp_avg"].shape == SHAPES[0]
+
+
+def test_a_replaced_parameter_array_is_packed_again(xp):
+    # Module.to or load_state_dict give p.data a new array: the next step must update it.
+    params = _model_params(xp)
+    opt = optim.SGD(params, lr=1.0, momentum=0.5)
+    for p, g in zip(params, _grads(xp, 1)[0]):
+        p.grad = g
+    opt.step()
+    params[1].data = xp.zeros(3)
+    params[1].grad = xp.ones(3)
+    opt.step()  # buffer b = 0.5 b + g; p = 0 - b
+    expected = -(0.5 * backend.to_numpy(_grads(xp, 1)[0][1]) + 1.0)
+    numpy.testing.assert_allclose(backend.to_numpy(params[1].data), expected)
+    assert opt._flat["data"].holds([p.data for p in params])
+
+
+def test_a_parameter_without_grad_falls_back_to_the_loop(xp):
+    params = _model_params(xp)
+    opt = optim.Adam(params, lr=0.1)
+    grads = _grads(xp, 2)
+    for p, g in zip(params, grads[0]):
+        p.grad = g
+    opt.step()
+    params[2].grad = None  # no gradient this step: skipped, its step count stays 1
+    assert not opt._can_fuse()
+    before = backend.to_numpy(params[2].data).copy()
+    opt.step()
+    assert backend.to_numpy(params[2].data).tolist() == before.tolist()
+    assert [s["step"] for s in opt.state] == [2, 2, 1, 2, 2]
+    for p, g in zip(params, grads[1]):
+        p.grad = g
+    assert not opt._can_fuse()  # step counts differ: the loop keeps them apart
+
+
+def test_resumed_state_gives_the_same_steps_as_an_unbroken_run(xp):
+    grads = _grads(xp, 4)
+    unbroken = _model_params(xp)
+    opt = optim.Adam(unbroken, lr=0.05)
+    for step in grads:
+        for p, g in zip(unbroken, step):
+            p.grad = g
+        opt.step()
+    first = _model_params(xp)
+    opt1 = optim.Adam(first, lr=0.05)
+    for step in grads[:2]:
+        for p, g in zip(first, step):
+            p.grad = g
+        opt1.step()
+    saved = {k: v for k, v in opt1.state_dict().items()}
+    resumed = [nn.Parameter(p.data.copy()) for p in first]
+    opt2 = optim.Adam(resumed, lr=0.05)
+    opt2.load_state_dict(saved)
+    for step in grads[2:]:
+        for p, g in zip(resumed, step):
+            p.grad = g
+        opt2.step()
+    for p, q in zip(unbroken, resumed):
+        assert backend.to_numpy(p.data).tolist() == backend.to_numpy(q.data).tolist()
+
+
 @pytest.mark.parametrize(
     "name, kwargs",
     [

@@ -98,6 +98,16 @@ the offset (the same kept set, in the same score order) without adding large
 offsets to float32 coordinates, and it also works when coordinates are
 negative.
 
+One NMS per batch. A detector decodes the candidates of all N images of a batch
+together, so ``nms_by_image`` takes them as one flat list with the image index
+of each, and folds the image into the key as well: a box suppresses only boxes
+of its own image and class. The greedy sweep for each image stops as soon as
+it has kept ``top_n`` boxes (the detections per image, or the RPN's
+post-NMS top-n): the boxes after that could never be returned. The overlap
+matrices of all images cross to the host in one copy, so the whole batch costs
+two syncs (the per-image candidate counts, then the overlaps), not two per
+image.
+
 Anchors (Faster R-CNN; torchvision AnchorGenerator)
 ---------------------------------------------------
 An anchor is a reference box the RPN scores and refines. For each size s (the
@@ -203,6 +213,7 @@ __all__ = [
     "clip_boxes_to_image",
     "generalized_box_iou",
     "nms",
+    "nms_by_image",
     "nms_naive",
     "remove_small_boxes",
 ]
@@ -394,32 +405,63 @@ def _score_order(scores, xp):
     return xp.argsort(-scores, kind="stable")
 
 
-def _greedy_nms(boxes, scores, iou_threshold, classes=None):
-    """Greedy NMS; with ``classes``, a box only suppresses boxes of its own class."""
+def _greedy_nms(boxes, scores, iou_threshold, classes=None, images=None, num_images=1,
+                top_n=None):
+    """Greedy NMS of every image at once; a box suppresses only boxes of its image and class.
+
+    Returns one int64 index array per image, by decreasing score, at most ``top_n`` long.
+    """
     xp = backend.xp_of(boxes, scores)
     order = _score_order(scores, xp)
+    if images is None:
+        counts = numpy.array([boxes.shape[0]])
+    else:
+        # image-major, then by score: each image's boxes are one contiguous block of `order`
+        order = order[xp.argsort(images[order], kind="stable")]
+        # boxes per image, by atomic adds (a bincount would sync twice); bin num_images
+        # collects indices out of range, so that they are reported, not written out of bounds
+        bins = xp.where((images >= 0) & (images < num_images), images, num_images)
+        counts = backend.scatter_add(xp.zeros(num_images + 1, dtype=xp.int64), bins,
+                                     xp.ones(bins.shape[0], dtype=xp.int64))
+        counts = backend.to_numpy(counts)  # one copy
+        if counts[-1]:
+            raise ValueError(f"images must hold image indices in 0..{num_images - 1} "
+                             f"(num_images={num_images})")
+        counts = counts[:-1]
     boxes = boxes[order]
-    n = boxes.shape[0]
-    # Every pairwise overlap at once, in score order: (N, N) (N is at most a few thousand
-    # candidates in practice); the loop below then only reads rows of it.
-    overlaps = _iou_and_union(boxes, boxes)[0] > iou_threshold
     if classes is not None:
         classes = classes[order]
-        overlaps &= classes[:, None] == classes[None, :]
+    ends = numpy.cumsum(counts)
+    starts = ends - counts
+    # Every pairwise overlap inside each image block, in score order: (P_i, P_i) per image,
+    # flattened end to end so that the host receives them in one copy.
+    blocks = []
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        block = _iou_and_union(boxes[start:end], boxes[start:end])[0] > iou_threshold
+        if classes is not None:
+            block &= classes[start:end, None] == classes[None, start:end]
+        blocks.append(block.reshape(-1))
+    overlaps = backend.to_numpy(xp.concatenate(blocks) if len(blocks) > 1 else blocks[0])
     # The sweep is sequential (each kept box decides which boxes are still alive), so it runs
-    # on the host: the (N, N) overlap matrix crosses once, instead of one device sync per
-    # kept box for the loop's `alive.size` test.
-    overlaps = backend.to_numpy(overlaps)
-    keep = numpy.zeros(n, dtype=bool)
-    alive = numpy.arange(n)  # positions, in score order, neither kept nor suppressed
-    # The one Python loop over boxes: it turns once per KEPT box.
-    while alive.size > 0:
-        best, rest = alive[0], alive[1:]  # alive stays sorted, so alive[0] is the best
-        keep[best] = True
-        alive = rest[~overlaps[best, rest]]
-    # keep is in score order, so order[keep] lists the kept boxes best first
-    kept = backend.to_device(numpy.flatnonzero(keep), backend.device_of(order))
-    return order[kept].astype(xp.int64, copy=False)
+    # on the host: the overlaps cross once, instead of one device sync per kept box.
+    kept, offset = [], 0
+    for start, count in zip(starts.tolist(), counts.tolist()):
+        block = overlaps[offset:offset + count * count].reshape(count, count)
+        offset += count * count
+        keep = []
+        alive = numpy.arange(count)  # positions, in score order, neither kept nor suppressed
+        # The one Python loop over boxes: it turns once per KEPT box, and stops at top_n.
+        while alive.size > 0 and (top_n is None or len(keep) < top_n):
+            best, rest = alive[0], alive[1:]  # alive stays sorted, so alive[0] is the best
+            keep.append(start + best)
+            alive = rest[~block[best, rest]]
+        kept.append(keep)
+    # kept holds positions in `order`, best first: one move back, then one slice per image
+    sizes = numpy.cumsum([0] + [len(k) for k in kept])
+    positions = numpy.concatenate([numpy.asarray(k, dtype=numpy.int64) for k in kept])
+    chosen = order[backend.to_device(positions, backend.device_of(order))]
+    chosen = chosen.astype(xp.int64, copy=False)
+    return [chosen[a:b] for a, b in zip(sizes[:-1].tolist(), sizes[1:].tolist())]
 
 
 def nms(boxes, scores, iou_threshold: float):
@@ -433,7 +475,7 @@ def nms(boxes, scores, iou_threshold: float):
         score (equal scores: lower index first).
     """
     boxes, scores = _check_nms_inputs(boxes, scores, iou_threshold)
-    return _greedy_nms(boxes, scores, float(iou_threshold))
+    return _greedy_nms(boxes, scores, float(iou_threshold))[0]
 
 
 def nms_naive(boxes, scores, iou_threshold: float):
@@ -468,7 +510,42 @@ def batched_nms(boxes, scores, idxs, iou_threshold: float):
     boxes, scores = _check_nms_inputs(boxes, scores, iou_threshold)
     _check_vector(idxs, "idxs", boxes.shape[0], "iu", "integers (class indices)")
     backend.xp_of(boxes, idxs)
-    return _greedy_nms(boxes, scores, float(iou_threshold), classes=idxs)
+    return _greedy_nms(boxes, scores, float(iou_threshold), classes=idxs)[0]
+
+
+def nms_by_image(boxes, scores, idxs, images, num_images: int, iou_threshold: float,
+                 top_n: int | None = None) -> list:
+    """One NMS for a whole batch: per image, per class, the best ``top_n`` kept boxes.
+
+    The candidates of all images come in one flat list, with the image of each in
+    ``images``. A box suppresses only boxes of the same image and the same class: the
+    image index is folded into the class key, as ``batched_nms`` folds in the class.
+    The result equals ``batched_nms`` run on each image's candidates and cut to
+    ``top_n``, and costs two device syncs for the whole batch.
+
+    :param boxes: (N, 4) xyxy candidates of all images.
+    :param scores: (N,) their scores.
+    :param idxs: (N,) integer classes, or None for class-agnostic NMS (the RPN).
+    :param images: (N,) integer image index of each candidate, in ``0..num_images-1``.
+    :param num_images: the batch size (images without candidates get empty results).
+    :param iou_threshold: in [0, 1], as for ``nms``.
+    :param top_n: keep at most this many boxes per image (the sweep stops there);
+        None keeps all.
+    :returns: ``num_images`` int64 arrays of indices into the flat inputs, each by
+        decreasing score.
+    """
+    boxes, scores = _check_nms_inputs(boxes, scores, iou_threshold)
+    n = boxes.shape[0]
+    if idxs is not None:
+        _check_vector(idxs, "idxs", n, "iu", "integers (class indices)")
+        backend.xp_of(boxes, idxs)
+    _check_vector(images, "images", n, "iu", "integers (image indices)")
+    backend.xp_of(boxes, images)
+    num_images = check_int(num_images, "num_images", 1)
+    if top_n is not None:
+        top_n = check_int(top_n, "top_n", 1)
+    return _greedy_nms(boxes, scores, float(iou_threshold), classes=idxs, images=images,
+                       num_images=num_images, top_n=top_n)
 
 
 def clip_boxes_to_image(boxes, size):

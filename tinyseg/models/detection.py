@@ -248,12 +248,25 @@ class AnchorDetector(BackboneDetector):
     def anchors(self, h: int, w: int, device: str | None = None, dtype="float32"):
         """All K = H' * W' * A anchors of an (h, w) image, in the order of ``per_anchor``.
 
+        The grid depends only on the image size, so it is built once per (h, w, device,
+        dtype) and kept: a training step then makes no host-to-device copy for anchors.
+        Treat the returned array as read-only.
+
         :param h: image height (a multiple of the stride).
         :param w: image width.
         :param device: "cpu" or "gpu"; default: ``backend.get_default_device()``.
         :param dtype: floating-point dtype.
         :returns: (K, 4) xyxy array.
         """
+        device = device or backend.get_default_device()
+        key = (h, w, device, numpy.dtype(dtype).str)
+        cache = self.__dict__.setdefault("_anchor_cache", {})
+        if key not in cache:
+            cache[key] = self.build_anchors(h, w, device, dtype)
+        return cache[key]
+
+    def build_anchors(self, h: int, w: int, device: str, dtype):
+        """The anchor grid ``anchors`` caches: one ``anchor_grid`` at ``stride``."""
         return anchor_grid(self.output_size(h, w), self.stride, self.anchor_sizes,
                            self.aspect_ratios, device=device, dtype=dtype)
 

@@ -52,6 +52,8 @@ Anchors are ``boxes.anchor_grid`` (sizes x ratios at every cell, torchvision's o
 approximate joint training). Per image: take the ``pre_nms_top_n`` best anchors by objectness,
 decode their deltas (``BoxCoder((1, 1, 1, 1))``), clip to the image, drop boxes thinner than
 ``rpn_min_size``, run NMS at ``rpn_nms_thresh`` (0.7) and keep the best ``post_nms_top_n``.
+The code does this for the whole batch at once (one sort, one ``boxes.nms_by_image``), so its
+device syncs do not grow with the batch.
 
 *Loss.* ``Matcher(0.7, 0.3, allow_low_quality_matches=True)`` labels each anchor foreground,
 background or ignored; ``BalancedPositiveNegativeSampler(256, 0.5)`` samples S anchors per
@@ -152,10 +154,9 @@ from ..boxes import (
     Matcher,
     _check_fraction,
     anchor_grid,
-    batched_nms,
     box_iou,
     clip_boxes_to_image,
-    nms,
+    nms_by_image,
     remove_small_boxes,
 )
 from ..nn import Conv2d, ConvTranspose2d, Linear, Module, ModuleList, Sequential, init
@@ -510,9 +511,10 @@ class FasterRCNN(AnchorDetector):
         stages = len(self.widths)
         return tuple(2 ** (i + 1) for i in range(stages - self.fpn_levels, stages))
 
-    def anchors(self, h: int, w: int, device: str | None = None, dtype="float32"):
+    def build_anchors(self, h: int, w: int, device: str, dtype):
         """All RPN anchors of an (h, w) image, level after level, in the order of the RPN
         outputs; level l has the l-th group of ``anchor_sizes`` at stride ``feature_strides[l]``.
+        (``anchors`` caches them per image size, device and dtype.)
         """
         self.output_size(h, w)  # checks the size
         per_level = len(self.anchor_sizes) // self.fpn_levels
@@ -596,16 +598,19 @@ class FasterRCNN(AnchorDetector):
         xp = backend.xp_of(scores, deltas, anchors)
         phase = 0 if self.training else 1
         pre, post = self.rpn_pre_nms_top_n[phase], self.rpn_post_nms_top_n[phase]
-        proposals = []
-        for image_scores, image_deltas in zip(scores, deltas):
-            top = xp.argsort(-image_scores, kind="stable")[:pre]
-            boxes = self.rpn_coder.decode(image_deltas[top], anchors[top])
-            boxes = clip_boxes_to_image(boxes, image_size)
-            keep = remove_small_boxes(boxes, self.rpn_min_size)
-            boxes, top = boxes[keep], top[keep]
-            keep = nms(boxes, image_scores[top], self.rpn_nms_thresh)[:post]
-            proposals.append(boxes[keep])
-        return proposals
+        N = scores.shape[0]
+        # the whole batch at once: (N, pre) best anchors per image, flattened image by image
+        top = xp.argsort(-scores, axis=1, kind="stable")[:, :pre]
+        pre = top.shape[1]
+        image = xp.repeat(xp.arange(N), pre)
+        top = top.reshape(-1)
+        boxes = self.rpn_coder.decode(deltas[image, top], anchors[top])
+        boxes = clip_boxes_to_image(boxes, image_size)
+        keep = remove_small_boxes(boxes, self.rpn_min_size)
+        boxes, image, top = boxes[keep], image[keep], top[keep]
+        kept = nms_by_image(boxes, scores[image, top], None, image, N, self.rpn_nms_thresh,
+                            top_n=post)
+        return [boxes[k] for k in kept]
 
     def rpn_loss(self, objectness, deltas, anchors, boxes) -> dict:
         """The RPN's two loss terms over the sampled anchors of the batch (module docstring).
@@ -775,27 +780,23 @@ class FasterRCNN(AnchorDetector):
         """
         first = _as_levels(features)[0].data
         xp = backend.xp_of(first)
-        counts = [p.shape[0] for p in proposals]
         rois = boxes_to_rois(list(proposals), first)  # (R, 5), image by image
         class_logits, box_deltas = self.box_head(
             self.roi_features(features, rois, self.box_roi_size))
         probs = F.softmax(class_logits.data, dim=1).data  # (R, K)
         boxes = self.box_coder.decode(box_deltas.data, rois[:, 1:])  # (R, (K-1)*4)
         num_object_classes = self.num_classes - 1
-        detections, start = [], 0
-        for count in counts:
-            image_boxes = boxes[start:start + count].reshape(-1, 4)  # (P*(K-1), 4)
-            image_boxes = clip_boxes_to_image(image_boxes, image_size)
-            scores = probs[start:start + count, 1:].reshape(-1)  # background dropped
-            classes = xp.tile(xp.arange(num_object_classes), count)
-            start += count
-            keep = xp.nonzero(scores > self.score_thresh)[0]
-            keep = keep[remove_small_boxes(image_boxes[keep], 1e-2)]
-            image_boxes, scores, classes = image_boxes[keep], scores[keep], classes[keep]
-            keep = batched_nms(image_boxes, scores, classes, self.nms_thresh)
-            keep = keep[: self.detections_per_img]
-            detections.append(as_detections(image_boxes[keep], scores[keep], classes[keep]))
-        return detections
+        # every (RoI, class) pair of the batch, RoI-major, image by image
+        boxes = clip_boxes_to_image(boxes.reshape(-1, 4), image_size)  # (R*(K-1), 4)
+        scores = probs[:, 1:].reshape(-1)  # background dropped
+        classes = xp.tile(xp.arange(num_object_classes), rois.shape[0])
+        image = xp.repeat(rois[:, 0].astype(xp.int64), num_object_classes)
+        keep = xp.nonzero(scores > self.score_thresh)[0]
+        keep = keep[remove_small_boxes(boxes[keep], 1e-2)]
+        boxes, scores, classes, image = boxes[keep], scores[keep], classes[keep], image[keep]
+        kept = nms_by_image(boxes, scores, classes, image, len(proposals), self.nms_thresh,
+                            top_n=self.detections_per_img)
+        return [as_detections(boxes[k], scores[k], classes[k]) for k in kept]
 
     def predict_masks(self, features, detections, image_size) -> list[dict]:
         """Add "masks" (D, H, W) bool to each detection dict (in place; also returned).

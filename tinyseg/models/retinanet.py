@@ -84,7 +84,8 @@ Inference (``postprocess``), per image: p = sigmoid(logits) for all K*C (anchor,
 pairs; keep p > ``score_thresh`` (0.05); keep the ``topk_candidates`` (1000) best; decode
 their anchors' deltas; clip to the image; NMS at ``nms_thresh`` (0.5) within each class; keep
 ``detections_per_img`` (100). Class index c is label c + 1 (label 0 is the background)
-(``detection.as_detections``).
+(``detection.as_detections``). The whole batch goes through one sort and one
+``boxes.nms_by_image``, so the device syncs do not grow with the batch.
 """
 
 from __future__ import annotations
@@ -101,9 +102,9 @@ from ..boxes import (
     BoxCoder,
     Matcher,
     _check_fraction,
-    batched_nms,
     box_iou,
     clip_boxes_to_image,
+    nms_by_image,
 )
 from ..nn import Conv2d, Sequential, init
 from ..ops.validate import check_int
@@ -374,22 +375,22 @@ class RetinaNet(AnchorDetector):
         logits = cls_logits.data if isinstance(cls_logits, Tensor) else cls_logits
         deltas = box_deltas.data if isinstance(box_deltas, Tensor) else box_deltas
         xp = backend.xp_of(logits, deltas, anchors)
-        num_object_classes = logits.shape[2]
-        probs = F.sigmoid(logits).data  # (N, K, C); a raw array in, no tape
-        detections = []
-        for scores, image_deltas in zip(probs, deltas):
-            scores = scores.reshape(-1)  # (K*C,): pair p = k*C + c
-            candidates = xp.nonzero(scores > self.score_thresh)[0]
-            best = xp.argsort(-scores[candidates], kind="stable")[: self.topk_candidates]
-            candidates = candidates[best]
-            anchor_idx = candidates // num_object_classes
-            classes = candidates % num_object_classes
-            boxes = self.box_coder.decode(image_deltas[anchor_idx], anchors[anchor_idx])
-            boxes = clip_boxes_to_image(boxes, image_size)
-            scores = scores[candidates]
-            keep = batched_nms(boxes, scores, classes, self.nms_thresh)[: self.detections_per_img]
-            detections.append(as_detections(boxes[keep], scores[keep], classes[keep]))
-        return detections
+        N, _, num_object_classes = logits.shape
+        probs = F.sigmoid(logits).data.reshape(N, -1)  # (N, K*C): pair p = k*C + c
+        # Per image, the topk best pairs, then those above the threshold: the same pairs, in
+        # the same order, as thresholding first, and one sort for the whole batch.
+        best = xp.argsort(-probs, axis=1, kind="stable")[:, : self.topk_candidates]
+        best_scores = xp.take_along_axis(probs, best, axis=1)
+        image, rank = xp.nonzero(best_scores > self.score_thresh)  # image by image
+        candidates = best[image, rank]
+        anchor_idx = candidates // num_object_classes
+        classes = candidates % num_object_classes
+        boxes = self.box_coder.decode(deltas[image, anchor_idx], anchors[anchor_idx])
+        boxes = clip_boxes_to_image(boxes, image_size)
+        scores = best_scores[image, rank]
+        kept = nms_by_image(boxes, scores, classes, image, N, self.nms_thresh,
+                            top_n=self.detections_per_img)
+        return [as_detections(boxes[keep], scores[keep], classes[keep]) for keep in kept]
 
     def extra_repr(self):
         return (f"num_classes={self.num_classes}, widths={self.widths}, "

@@ -120,7 +120,7 @@ from __future__ import annotations
 from .. import backend
 from .. import functional as F
 from ..autograd import Tensor
-from ..boxes import _check_fraction, batched_nms, box_convert, box_iou, clip_boxes_to_image
+from ..boxes import _check_fraction, box_convert, box_iou, clip_boxes_to_image, nms_by_image
 from ..nn import Conv2d, Flatten, LeakyReLU, Linear, Sequential
 from ..ops.validate import pair
 from .blocks import check_model_input
@@ -342,7 +342,7 @@ def decode(output, image_size, num_classes: int, score_thresh: float = 0.05,
     :param image_size: (H, W) of the input images; boxes come back in their pixels.
     :param num_classes: classes counting the background (C = num_classes - 1).
     :param score_thresh: keep class scores conf * p_c strictly above this.
-    :param nms_thresh: per-class NMS IoU threshold.
+    :param nms_thresh: per-class NMS IoU threshold (one ``nms_by_image`` for the batch).
     :param detections_per_img: at most this many detections per image.
     :returns: one dict per image: "boxes" (D, 4) float32 xyxy clipped to the image, "scores"
         (D,) float32 by decreasing score, "labels" (D,) int64 in 1..num_classes-1; arrays on the
@@ -361,14 +361,13 @@ def decode(output, image_size, num_classes: int, score_thresh: float = 0.05,
     pixel_boxes = cells_to_boxes(boxes[..., :4], (H, W)).reshape(N, S * S * B, 4)
     # class-specific score of every (box, class) pair: conf_ijb * p_ijc, shape (N, S*S*B, C)
     scores = (boxes[..., 4:5] * probs[:, :, :, None, :]).reshape(N, S * S * B, C)
-    detections = []
-    for n in range(N):  # NMS is per image
-        box_index, cls = xp.nonzero(scores[n] > score_thresh)
-        candidates = clip_boxes_to_image(pixel_boxes[n][box_index], (H, W))
-        candidate_scores = scores[n][box_index, cls]
-        keep = batched_nms(candidates, candidate_scores, cls, nms_thresh)[:detections_per_img]
-        detections.append(as_detections(candidates[keep], candidate_scores[keep], cls[keep]))
-    return detections
+    # every image's candidates at once, image by image; NMS stays within an image and class
+    image, box_index, cls = xp.nonzero(scores > score_thresh)
+    candidates = clip_boxes_to_image(pixel_boxes[image, box_index], (H, W))
+    candidate_scores = scores[image, box_index, cls]
+    kept = nms_by_image(candidates, candidate_scores, cls, image, N, nms_thresh,
+                        top_n=detections_per_img)
+    return [as_detections(candidates[keep], candidate_scores[keep], cls[keep]) for keep in kept]
 
 
 # ----- the network -----------------------------------------------------------------------------

@@ -143,7 +143,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from ..backend import scatter_add, xp_of
+from ..backend import scatter_add, to_numpy, xp_of
 from .validate import check_float, check_ndim, pair
 
 # Elements of one masked RoIPool chunk: a few tens of MB, whatever K is.
@@ -252,13 +252,19 @@ def _rois_for(x, rois):
 
 
 def _image_groups(batch, N):
-    """[(n, indices of the RoIs on image n)] for the images that have RoIs."""
+    """[(n, indices of the RoIs on image n)] for the images that have RoIs.
+
+    One stable sort by image puts each image's RoIs in one block, in input order; the
+    block sizes cross to the host in one copy (one sync per call, not one per image).
+    """
     xp = xp_of(batch)
-    groups = []
-    for n in range(N):  # a loop over images, not over RoIs or output cells
-        ks = xp.nonzero(batch == n)[0]
-        if ks.size:
-            groups.append((n, ks))
+    order = xp.argsort(batch, kind="stable")
+    counts = scatter_add(xp.zeros(N, dtype=xp.int64), batch, xp.ones(batch.shape[0], xp.int64))
+    groups, start = [], 0
+    for n, count in enumerate(to_numpy(counts).tolist()):  # a loop over images, not RoIs
+        if count:
+            groups.append((n, order[start:start + count]))
+        start += count
     return groups
 
 
