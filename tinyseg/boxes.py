@@ -194,7 +194,7 @@ import numbers
 import numpy
 
 from . import backend
-from .ops.validate import check_int
+from .validate import check_fraction, check_int
 
 __all__ = [
     "BELOW_LOW_THRESHOLD",
@@ -254,13 +254,6 @@ def _check_vector(v, name: str, n: int, kinds: str, what: str):
         raise TypeError(f"{name} must hold {what}, got dtype {v.dtype}")
 
 
-def _check_fraction(value, name: str) -> float:
-    """A real number in [0, 1] (a threshold or a fraction)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number in [0, 1], got {value!r}")
-    if not 0.0 <= float(value) <= 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-    return float(value)
 
 
 def _check_format(fmt, name: str) -> str:
@@ -393,7 +386,7 @@ def generalized_box_iou(boxes1, boxes2):
 def _check_nms_inputs(boxes, scores, iou_threshold):
     boxes = _check_boxes(boxes)
     _check_vector(scores, "scores", boxes.shape[0], "iuf", "real numbers")
-    _check_fraction(iou_threshold, "iou_threshold")
+    check_fraction(iou_threshold, "iou_threshold")
     backend.xp_of(boxes, scores)  # raises if they live on different devices
     if scores.dtype.kind != "f":  # so that -scores cannot wrap around
         scores = scores.astype(backend.xp_of(scores).float64)
@@ -749,8 +742,8 @@ class Matcher:
 
     def __init__(self, high_threshold: float, low_threshold: float,
                  allow_low_quality_matches: bool = False):
-        self.high_threshold = _check_fraction(high_threshold, "high_threshold")
-        self.low_threshold = _check_fraction(low_threshold, "low_threshold")
+        self.high_threshold = check_fraction(high_threshold, "high_threshold")
+        self.low_threshold = check_fraction(low_threshold, "low_threshold")
         if self.low_threshold > self.high_threshold:
             raise ValueError(
                 f"low_threshold must be <= high_threshold, got low_threshold={low_threshold!r} "
@@ -820,7 +813,7 @@ class BalancedPositiveNegativeSampler:
 
     def __init__(self, batch_size_per_image: int, positive_fraction: float, rng=None):
         self.batch_size_per_image = check_int(batch_size_per_image, "batch_size_per_image", 1)
-        self.positive_fraction = _check_fraction(positive_fraction, "positive_fraction")
+        self.positive_fraction = check_fraction(positive_fraction, "positive_fraction")
         self.rng = _as_generator(rng)
 
     def __repr__(self):

@@ -63,6 +63,7 @@ import math
 from . import backend
 from .autograd import Tensor, no_grad
 from .backend import xp_of
+from .validate import check_nonnegative
 
 
 class Optimizer:
@@ -80,7 +81,7 @@ class Optimizer:
         for i, p in enumerate(self.params):
             if not isinstance(p, Tensor):
                 raise TypeError(f"params[{i}] must be a Tensor, got {type(p).__name__}")
-        _check_nonnegative("lr", lr)
+        check_nonnegative(lr, "lr")
         self.lr = float(lr)
         self.state = [{} for _ in self.params]  # per-parameter buffers, in params order
         self._flat = {}  # name -> FlatViews: the flat arrays behind p.data and the state
@@ -250,9 +251,6 @@ def _is_array(value) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype")
 
 
-def _check_nonnegative(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0.0:
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
 
 
 def _check_betas(betas):
@@ -266,9 +264,9 @@ class SGD(Optimizer):
     def __init__(self, params, lr: float, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, dampening: float = 0.0):
         super().__init__(params, lr)
-        _check_nonnegative("momentum", momentum)
-        _check_nonnegative("weight_decay", weight_decay)
-        _check_nonnegative("dampening", dampening)
+        check_nonnegative(momentum, "momentum")
+        check_nonnegative(weight_decay, "weight_decay")
+        check_nonnegative(dampening, "dampening")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError(
                 f"nesterov=True needs momentum > 0 and dampening = 0, got momentum={momentum}, "
@@ -303,8 +301,8 @@ class Adam(Optimizer):
                  weight_decay: float = 0.0):
         super().__init__(params, lr)
         _check_betas(betas)
-        _check_nonnegative("eps", eps)
-        _check_nonnegative("weight_decay", weight_decay)
+        check_nonnegative(eps, "eps")
+        check_nonnegative(weight_decay, "weight_decay")
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps, self.weight_decay = float(eps), float(weight_decay)
 
@@ -399,7 +397,7 @@ class StepLR(LRScheduler):
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
         if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
             raise ValueError(f"step_size must be a positive int, got {step_size!r}")
-        _check_nonnegative("gamma", gamma)
+        check_nonnegative(gamma, "gamma")
         self.step_size, self.gamma = step_size, float(gamma)
         super().__init__(optimizer)
 
@@ -417,7 +415,7 @@ class CosineAnnealingLR(LRScheduler):
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):
         if isinstance(T_max, bool) or not isinstance(T_max, int) or T_max < 1:
             raise ValueError(f"T_max must be a positive int, got {T_max!r}")
-        _check_nonnegative("eta_min", eta_min)
+        check_nonnegative(eta_min, "eta_min")
         self.T_max, self.eta_min = T_max, float(eta_min)
         super().__init__(optimizer)
 

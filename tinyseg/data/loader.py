@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from ..ops.validate import check_int
+from ..validate import check_int
 
 _STACKED = {"image": np.float32, "mask": np.int64}
 _LISTED = ("boxes", "labels", "instance_masks", "id")

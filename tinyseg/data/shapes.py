@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from ..ops.validate import check_int, pair
+from ..validate import check_int, pair
 
 CLASSES = ("background", "square", "circle", "triangle")
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops.validate import pair
+from ..validate import pair
 from .shapes import masks_to_boxes
 
 IGNORE_INDEX = 255

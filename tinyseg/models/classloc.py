@@ -59,7 +59,7 @@ from .. import functional as F
 from ..autograd import Tensor
 from ..boxes import box_convert, clip_boxes_to_image
 from ..nn import Linear
-from ..ops.validate import pair
+from ..validate import pair
 from .blocks import check_model_input
 from .detection import SMOOTH_L1_BETA, BackboneDetector, as_detections
 from .segnet import check_divisible

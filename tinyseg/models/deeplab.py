@@ -83,8 +83,9 @@ from __future__ import annotations
 from .. import functional as F
 from ..autograd import cat
 from ..nn import Conv2d, Dropout, Identity, Module, ModuleList, Sequential
+from ..validate import check_int, check_int_tuple
 from .blocks import check_model_input, conv_bn_relu
-from .segnet import _int_tuple, _positive_int, check_divisible
+from .segnet import check_divisible
 
 __all__ = ["ASPP", "Decoder", "DeepLab", "ImagePooling", "default_rates"]
 
@@ -128,7 +129,7 @@ class ASPP(Module):
 
     def __init__(self, in_channels: int, out_channels: int, rates, dropout: float = 0.0):
         super().__init__()
-        self.rates = _int_tuple(rates, "rates")
+        self.rates = check_int_tuple(rates, "rates")
         branches = [conv_bn_relu(in_channels, out_channels, kernel_size=1)]
         branches += [conv_bn_relu(in_channels, out_channels, 3, dilation=r) for r in self.rates]
         branches.append(ImagePooling(in_channels, out_channels))
@@ -197,24 +198,24 @@ class DeepLab(Module):
                  dropout: float = 0.1, low_level_stride: int | None = 4,
                  low_level_channels: int = 16):
         super().__init__()
-        self.num_classes = _positive_int(num_classes, "num_classes")
-        self.in_channels = _positive_int(in_channels, "in_channels")
+        self.num_classes = check_int(num_classes, "num_classes", 1)
+        self.in_channels = check_int(in_channels, "in_channels", 1)
         if isinstance(output_stride, bool) or output_stride not in _OUTPUT_STRIDES:
             raise ValueError(
                 f"output_stride must be one of {_OUTPUT_STRIDES} (8 or 16 as in the paper), "
                 f"got {output_stride!r}"
             )
         self.output_stride = output_stride
-        self.widths = _int_tuple(widths, "widths")
+        self.widths = check_int_tuple(widths, "widths")
         n_strided = output_stride.bit_length() - 1  # log2
         if len(self.widths) <= n_strided:
             raise ValueError(
                 f"widths must have more than log2(output_stride) = {n_strided} stages so that "
                 f"at least one is atrous, got {len(self.widths)} stages {self.widths}"
             )
-        self.rates_given = None if rates is None else _int_tuple(rates, "rates")
+        self.rates_given = None if rates is None else check_int_tuple(rates, "rates")
         self.rates = self.rates_given or default_rates(output_stride)
-        self.aspp_channels = _positive_int(aspp_channels, "aspp_channels")
+        self.aspp_channels = check_int(aspp_channels, "aspp_channels", 1)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
                 or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
@@ -227,7 +228,7 @@ class DeepLab(Module):
                 f"{output_stride}, one of {strides_below}, got {low_level_stride!r}"
             )
         self.low_level_stride = low_level_stride
-        self.low_level_channels = _positive_int(low_level_channels, "low_level_channels")
+        self.low_level_channels = check_int(low_level_channels, "low_level_channels", 1)
 
         # strides (2, ..., 2, 1, ...) and dilations (1, ..., 1, 2, 4, ...)
         self.strides = tuple(2 if i < n_strided else 1 for i in range(len(self.widths)))

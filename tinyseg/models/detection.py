@@ -47,10 +47,11 @@ from collections.abc import Mapping
 import numpy
 
 from .. import backend
-from ..boxes import _check_fraction, anchor_grid, cell_anchors
+from ..boxes import anchor_grid, cell_anchors
 from ..nn import Module, Sequential
+from ..validate import check_fraction, check_int, check_int_tuple
 from .blocks import check_model_input, conv_bn_relu
-from .segnet import _int_tuple, _positive_int, check_divisible
+from .segnet import check_divisible
 
 __all__ = [
     "SMOOTH_L1_BETA", "AnchorDetector", "BackboneDetector", "as_detections",
@@ -170,18 +171,19 @@ class BackboneDetector(Module):
     def __init__(self, num_classes: int, in_channels: int, widths, depths, score_thresh: float,
                  nms_thresh: float, detections_per_img: int):
         super().__init__()
-        self.num_classes = _positive_int(num_classes, "num_classes")
+        self.num_classes = check_int(num_classes, "num_classes", 1)
         if self.num_classes < 2:
             raise ValueError(f"num_classes counts the background and must be >= 2, got "
                              f"{num_classes}")
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.widths, self.depths = _int_tuple(widths, "widths"), _int_tuple(depths, "depths")
+        self.in_channels = check_int(in_channels, "in_channels", 1)
+        self.widths = check_int_tuple(widths, "widths")
+        self.depths = check_int_tuple(depths, "depths")
         if len(self.widths) != len(self.depths):
             raise ValueError(f"widths and depths must have one entry per stage, got "
                              f"{len(self.widths)} widths and {len(self.depths)} depths")
-        self.score_thresh = _check_fraction(score_thresh, "score_thresh")
-        self.nms_thresh = _check_fraction(nms_thresh, "nms_thresh")
-        self.detections_per_img = _positive_int(detections_per_img, "detections_per_img")
+        self.score_thresh = check_fraction(score_thresh, "score_thresh")
+        self.nms_thresh = check_fraction(nms_thresh, "nms_thresh")
+        self.detections_per_img = check_int(detections_per_img, "detections_per_img", 1)
         self.backbone = make_backbone(self.in_channels, self.widths, self.depths)
 
     @property

@@ -79,6 +79,7 @@ from ..nn import (
     Sequential,
     init,
 )
+from ..validate import check_int, check_int_tuple
 from .blocks import check_model_input, conv_bn_relu
 
 _STRIDES = (32, 16, 8)
@@ -92,12 +93,6 @@ def bilinear_upsample(channels: int, factor: int, learnable: bool = True) -> Con
     return layer
 
 
-def _int_tuple(value, name: str, length: int, minimum: int) -> tuple[int, ...]:
-    values = tuple(value) if isinstance(value, (tuple, list)) else None
-    if (values is None or len(values) != length
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in values)):
-        raise ValueError(f"{name} must be {length} ints >= {minimum}, got {value!r}")
-    return values
 
 
 def _near(n, multiple: int) -> str:
@@ -115,8 +110,8 @@ class VGGBackbone(Module):
 
     def __init__(self, in_channels: int = 3, widths=(16, 32, 64, 64, 128), convs=(1, 1, 2, 2, 2)):
         super().__init__()
-        widths = _int_tuple(widths, "widths", 5, 1)
-        convs = _int_tuple(convs, "convs", 5, 1)
+        widths = check_int_tuple(widths, "widths", 1, length=5)
+        convs = check_int_tuple(convs, "convs", 1, length=5)
         self.stages = ModuleList()
         channels = in_channels
         for width, n_convs in zip(widths, convs):
@@ -158,15 +153,14 @@ class FCN(Module):
         super().__init__()
         for name, value in (("num_classes", num_classes), ("in_channels", in_channels),
                             ("fc_width", fc_width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(value, name, 1)
         if stride not in _STRIDES:
             raise ValueError(f"stride must be one of {_STRIDES}, got {stride!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.num_classes, self.in_channels, self.stride = num_classes, in_channels, stride
-        self.widths = _int_tuple(widths, "widths", 5, 1)
-        self.convs = _int_tuple(convs, "convs", 5, 1)
+        self.widths = check_int_tuple(widths, "widths", 1, length=5)
+        self.convs = check_int_tuple(convs, "convs", 1, length=5)
         self.fc_width, self.dropout = fc_width, float(dropout)
         self.learn_final_upsample = bool(learn_final_upsample)
 

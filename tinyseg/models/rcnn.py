@@ -152,7 +152,6 @@ from ..boxes import (
     BalancedPositiveNegativeSampler,
     BoxCoder,
     Matcher,
-    _check_fraction,
     anchor_grid,
     box_iou,
     clip_boxes_to_image,
@@ -162,9 +161,8 @@ from ..boxes import (
 from ..nn import Conv2d, ConvTranspose2d, Linear, Module, ModuleList, Sequential, init
 from ..nn.activation import ReLU
 from ..ops.roi import boxes_to_rois
-from ..ops.validate import check_int
+from ..validate import check_fraction, check_int
 from .detection import SMOOTH_L1_BETA, AnchorDetector, as_detections
-from .segnet import _positive_int
 
 __all__ = ["BoxHead", "FasterRCNN", "FeaturePyramid", "MaskHead", "MaskRCNN", "RPNHead",
            "TrainingRoIs", "paste_masks"]
@@ -436,18 +434,18 @@ class FasterRCNN(AnchorDetector):
                                                            rpn_positive_fraction, rng=seed)
         self.rpn_pre_nms_top_n = self._train_test(rpn_pre_nms_top_n, "rpn_pre_nms_top_n")
         self.rpn_post_nms_top_n = self._train_test(rpn_post_nms_top_n, "rpn_post_nms_top_n")
-        self.rpn_nms_thresh = _check_fraction(rpn_nms_thresh, "rpn_nms_thresh")
+        self.rpn_nms_thresh = check_fraction(rpn_nms_thresh, "rpn_nms_thresh")
         if isinstance(rpn_min_size, bool) or not isinstance(rpn_min_size, (int, float)) \
                 or rpn_min_size < 0:
             raise ValueError(f"rpn_min_size must be a number >= 0, got {rpn_min_size!r}")
         self.rpn_min_size = float(rpn_min_size)
         self.rpn_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
-        self.box_roi_size = _positive_int(box_roi_size, "box_roi_size")
+        self.box_roi_size = check_int(box_roi_size, "box_roi_size", 1)
         if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int):
             raise ValueError(f"sampling_ratio must be an int (<= 0: adaptive), got "
                              f"{sampling_ratio!r}")
         self.sampling_ratio = sampling_ratio
-        self.representation_size = _positive_int(representation_size, "representation_size")
+        self.representation_size = check_int(representation_size, "representation_size", 1)
         self.box_matcher = Matcher(box_fg_iou_thresh, box_bg_iou_thresh,
                                    allow_low_quality_matches=False)
         self.box_sampler = BalancedPositiveNegativeSampler(box_batch_size_per_image,
@@ -456,8 +454,8 @@ class FasterRCNN(AnchorDetector):
         if not isinstance(masks, bool):
             raise ValueError(f"masks must be True or False, got {masks!r}")
         self.masks = masks
-        self.mask_roi_size = _positive_int(mask_roi_size, "mask_roi_size")
-        self.mask_channels = _positive_int(mask_channels, "mask_channels")
+        self.mask_roi_size = check_int(mask_roi_size, "mask_roi_size", 1)
+        self.mask_channels = check_int(mask_channels, "mask_channels", 1)
         self.mask_convs = check_int(mask_convs, "mask_convs", 0)
 
         c = self.widths[-1]
@@ -475,7 +473,7 @@ class FasterRCNN(AnchorDetector):
         if len(values) != 2:
             raise ValueError(f"{name} must be an int or a pair (training, inference), got "
                              f"{value!r}")
-        return tuple(_positive_int(v, name) for v in values)
+        return tuple(check_int(v, name, 1) for v in values)
 
     # ----- description ----------------------------------------------------------------------
     def config(self) -> dict:

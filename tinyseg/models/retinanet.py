@@ -101,13 +101,12 @@ from ..boxes import (
     BELOW_LOW_THRESHOLD,
     BoxCoder,
     Matcher,
-    _check_fraction,
     box_iou,
     clip_boxes_to_image,
     nms_by_image,
 )
 from ..nn import Conv2d, Sequential, init
-from ..ops.validate import check_int
+from ..validate import check_fraction, check_int, check_int_tuple
 from .blocks import check_model_input, conv_bn_relu
 from .detection import (
     SMOOTH_L1_BETA,
@@ -115,7 +114,6 @@ from .detection import (
     as_detections,
     check_detection_targets,
 )
-from .segnet import _int_tuple, _positive_int
 
 __all__ = ["AnchorTargets", "CLS_LOSSES", "RetinaNet"]
 
@@ -185,11 +183,11 @@ class RetinaNet(AnchorDetector):
                  bg_iou_thresh: float = 0.4, score_thresh: float = 0.05,
                  nms_thresh: float = 0.5, detections_per_img: int = 100,
                  topk_candidates: int = 1000):
-        widths = _int_tuple(widths, "widths")
+        widths = check_int_tuple(widths, "widths")
         depths = (1,) + (2,) * (len(widths) - 1)  # the stem is one conv, later stages two
         super().__init__(num_classes, in_channels, widths, depths, anchor_sizes, aspect_ratios,
                          score_thresh, nms_thresh, detections_per_img)
-        self.head_channels = _positive_int(head_channels, "head_channels")
+        self.head_channels = check_int(head_channels, "head_channels", 1)
         self.head_convs = check_int(head_convs, "head_convs", 0)
         if cls_loss not in CLS_LOSSES:
             raise ValueError(f"cls_loss must be one of {CLS_LOSSES}, got {cls_loss!r}")
@@ -203,7 +201,7 @@ class RetinaNet(AnchorDetector):
                 or not focal_gamma >= 0:
             raise ValueError(f"focal_gamma must be a number >= 0, got {focal_gamma!r}")
         self.focal_gamma = float(focal_gamma)
-        self.prior_prob = _check_fraction(prior_prob, "prior_prob")
+        self.prior_prob = check_fraction(prior_prob, "prior_prob")
         if not 0 < self.prior_prob < 1:
             raise ValueError(f"prior_prob must be strictly between 0 and 1, got {prior_prob!r}")
         self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=True)

@@ -44,26 +44,14 @@ pooling halves the map exactly and each unpooling restores it.
 from __future__ import annotations
 
 from ..nn import Conv2d, MaxPool2d, MaxUnpool2d, Module, ModuleList, Sequential
+from ..validate import check_int, check_int_tuple
 from .blocks import check_model_input, conv_bn_relu
 
 __all__ = ["SegNet", "conv_bn_relu"]
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
-def _int_tuple(values, name: str) -> tuple[int, ...]:
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise ValueError(f"{name} must be a non-empty sequence of positive ints, got {values!r}")
-    values = tuple(values)
-    if not values:
-        raise ValueError(f"{name} must be a non-empty sequence of positive ints, got {values!r}")
-    for v in values:
-        _positive_int(v, f"each entry of {name}")
-    return values
 
 
 def check_divisible(model, h, w, stride: int, why: str) -> tuple[int, int]:
@@ -100,10 +88,10 @@ class SegNet(Module):
     def __init__(self, num_classes: int = 4, in_channels: int = 3, widths=(16, 32, 64, 64),
                  convs_per_stage: int = 2):
         super().__init__()
-        self.num_classes = _positive_int(num_classes, "num_classes")
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.widths = _int_tuple(widths, "widths")
-        self.convs_per_stage = _positive_int(convs_per_stage, "convs_per_stage")
+        self.num_classes = check_int(num_classes, "num_classes", 1)
+        self.in_channels = check_int(in_channels, "in_channels", 1)
+        self.widths = check_int_tuple(widths, "widths")
+        self.convs_per_stage = check_int(convs_per_stage, "convs_per_stage", 1)
         n = self.convs_per_stage
 
         encoder = []

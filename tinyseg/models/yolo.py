@@ -120,12 +120,12 @@ from __future__ import annotations
 from .. import backend
 from .. import functional as F
 from ..autograd import Tensor
-from ..boxes import _check_fraction, box_convert, box_iou, clip_boxes_to_image, nms_by_image
+from ..boxes import box_convert, box_iou, clip_boxes_to_image, nms_by_image
 from ..nn import Conv2d, Flatten, LeakyReLU, Linear, Sequential
-from ..ops.validate import pair
+from ..validate import check_fraction, check_int, pair
 from .blocks import check_model_input
 from .detection import BackboneDetector, as_detections
-from .segnet import _positive_int, check_divisible
+from .segnet import check_divisible
 
 __all__ = [
     "YOLOv1",
@@ -206,8 +206,8 @@ def build_targets(boxes, labels, image_size, grid_size: int, num_classes: int,
         raise ValueError("boxes and labels must be two non-empty lists of equal length (one "
                          "array per image)")
     H, W = pair(image_size, "image_size", minimum=1)
-    S = _positive_int(grid_size, "grid_size")
-    C = _positive_int(num_classes, "num_classes") - 1
+    S = check_int(grid_size, "grid_size", 1)
+    C = check_int(num_classes, "num_classes", 1) - 1
     N = len(boxes)
     xp = backend.xp_of(*boxes, *labels)
     for i, (b, lab) in enumerate(zip(boxes, labels)):
@@ -351,9 +351,9 @@ def decode(output, image_size, num_classes: int, score_thresh: float = 0.05,
     output = output.data if isinstance(output, Tensor) else output
     B = _num_boxes(output, num_classes, "output")
     H, W = pair(image_size, "image_size", minimum=1)
-    score_thresh = _check_fraction(score_thresh, "score_thresh")
-    nms_thresh = _check_fraction(nms_thresh, "nms_thresh")
-    detections_per_img = _positive_int(detections_per_img, "detections_per_img")
+    score_thresh = check_fraction(score_thresh, "score_thresh")
+    nms_thresh = check_fraction(nms_thresh, "nms_thresh")
+    detections_per_img = check_int(detections_per_img, "detections_per_img", 1)
     xp = backend.xp_of(output)
     N, S = output.shape[:2]
     C = num_classes - 1
@@ -403,12 +403,12 @@ class YOLOv1(BackboneDetector):
                  detections_per_img: int = 100):
         super().__init__(num_classes, in_channels, widths, depths, score_thresh, nms_thresh,
                          detections_per_img)
-        self.grid_size = _positive_int(grid_size, "grid_size")
-        self.boxes_per_cell = _positive_int(boxes_per_cell, "boxes_per_cell")
+        self.grid_size = check_int(grid_size, "grid_size", 1)
+        self.boxes_per_cell = check_int(boxes_per_cell, "boxes_per_cell", 1)
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         self.head_type = head
-        self.fc_hidden = _positive_int(fc_hidden, "fc_hidden")
+        self.fc_hidden = check_int(fc_hidden, "fc_hidden", 1)
         self.lambda_coord = _positive_float(lambda_coord, "lambda_coord")
         self.lambda_noobj = _positive_float(lambda_noobj, "lambda_noobj")
 

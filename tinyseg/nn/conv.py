@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from .. import functional as F
-from ..ops.validate import pair
+from ..validate import pair
 from .init import bilinear_, empty, kaiming_normal_, normal_, zeros_
 from .module import Module, Parameter
 

@@ -170,7 +170,7 @@ def bilinear_kernel(kernel_size, device: str = "cpu", dtype="float64"):
     For k = 4: f = 2, c = 1.5, the 1-D factor is [0.25, 0.75, 0.75, 0.25], and
     ``w`` is its outer product with itself.
     """
-    from ..ops.validate import pair
+    from ..validate import pair
 
     kh, kw = pair(kernel_size, "kernel_size", minimum=1)
     xp = backend.module_for(device)

@@ -133,18 +133,14 @@ the floating dtype of x; float32 and float64 both work.
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Integral
 
 from ..backend import xp_of
-from .validate import check_float
+from ..validate import check_float, check_number
 
 # ----------------------------------------------------------------- helpers ---
 
 
-def _check_number(value, name: str):
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    return float(value)
 
 
 def _check_dim(x, dim, op: str) -> int:
@@ -204,7 +200,7 @@ def relu_naive(x):
 def leaky_relu_forward(x, negative_slope=0.01):
     """y = x where x > 0, else negative_slope * x. Returns (y, cache)."""
     check_float(x, "x")
-    slope = _check_number(negative_slope, "negative_slope")
+    slope = check_number(negative_slope, "negative_slope")
     xp = xp_of(x)
     positive = x > 0
     out = xp.where(positive, x, x * slope)
@@ -221,7 +217,7 @@ def leaky_relu_backward(dout, cache):
 def leaky_relu_naive(x, negative_slope=0.01):
     """Leaky ReLU one element at a time."""
     check_float(x, "x")
-    slope = _check_number(negative_slope, "negative_slope")
+    slope = check_number(negative_slope, "negative_slope")
     xp = xp_of(x)
     out = xp.empty(x.shape, dtype=x.dtype)
     src, dst = x.reshape(-1), out.reshape(-1)
@@ -483,7 +479,7 @@ def linear_naive(x, w, b=None):
 
 def _check_dropout(x, p, training):
     check_float(x, "x")
-    p = _check_number(p, "p")
+    p = check_number(p, "p")
     if not 0 <= p < 1:
         raise ValueError(f"p (the drop probability) must be in [0, 1), got {p}")
     if not isinstance(training, bool):

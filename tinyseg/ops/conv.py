@@ -181,7 +181,7 @@ runs on NumPy or CuPy alike.
 from __future__ import annotations
 
 from ..backend import xp_of
-from .validate import check_float, check_ndim, pair
+from ..validate import check_float, check_ndim, pair
 
 
 def conv_output_size(

@@ -146,7 +146,7 @@ import itertools
 import math
 
 from ..backend import xp_of
-from .validate import check_float, check_same_shape
+from ..validate import check_float, check_same_shape
 
 REDUCTIONS = ("none", "mean", "sum")
 

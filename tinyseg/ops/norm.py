@@ -109,7 +109,7 @@ from __future__ import annotations
 from numbers import Real
 
 from ..backend import xp_of
-from .validate import check_float
+from ..validate import check_float
 
 _LAYOUTS = "(N, C), (N, C, L) or (N, C, H, W)"
 

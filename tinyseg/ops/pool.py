@@ -126,8 +126,8 @@ upsample_nearest2d / bilinear_resize2d:  (N, C, H, W) -> (N, C, size[0], size[1]
 from __future__ import annotations
 
 from ..backend import scatter_add, xp_of
+from ..validate import check_bool, check_float, check_ndim, check_same_shape, pair
 from .conv import col2im, conv_output_size, im2col
-from .validate import check_float, check_ndim, check_same_shape, pair
 
 # ----- argument checks -------------------------------------------------------------
 
@@ -157,9 +157,6 @@ def _check_input(x):
     check_float(x, "x")
 
 
-def _check_bool(value, name):
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 # ----- max pooling -----------------------------------------------------------------
@@ -558,7 +555,7 @@ def bilinear_resize2d_forward(x, size, align_corners=False):
     """
     _check_input(x)
     H_out, W_out = pair(size, "size", minimum=1)
-    _check_bool(align_corners, "align_corners")
+    check_bool(align_corners, "align_corners")
     xp = xp_of(x)
     H, W = x.shape[2:]
     # BEGIN SOLUTION bilinear_resize2d_forward
@@ -614,7 +611,7 @@ def bilinear_resize2d_naive(x, size, align_corners=False):
     """Bilinear resize by a loop over output pixels, four weighted taps each."""
     _check_input(x)
     H_out, W_out = pair(size, "size", minimum=1)
-    _check_bool(align_corners, "align_corners")
+    check_bool(align_corners, "align_corners")
     xp = xp_of(x)
     N, C, H, W = x.shape
     out = xp.zeros((N, C, H_out, W_out), dtype=x.dtype)

@@ -144,7 +144,7 @@ import math
 import numbers
 
 from ..backend import scatter_add, to_numpy, xp_of
-from .validate import check_float, check_ndim, pair
+from ..validate import check_float, check_ndim, pair
 
 # Elements of one masked RoIPool chunk: a few tens of MB, whatever K is.
 _POOL_CHUNK_ELEMENTS = 1 << 22
