@@ -73,7 +73,7 @@ def _code_lines(path):
 
 
 def test_no_numpy_inside_ops_functional_nn():
-    """DESIGN.md: ops/, functional.py and nn/ get their array module from xp_of."""
+    """ops/, functional.py and nn/ get their array module from xp_of (docs/design.md, "Layers")."""
     files = sorted((PACKAGE / "ops").rglob("*.py")) + [PACKAGE / "functional.py"]
     files += sorted((PACKAGE / "nn").rglob("*.py"))
     offenders = [

@@ -1,7 +1,7 @@
 """tinyseg.boxes: formats, IoU/GIoU, NMS, anchors, BoxCoder, Matcher, sampler.
 
-Each function is pinned to REFERENCE.md's conventions and to examples worked
-by hand; the fast NMS is tied to the plain-loop ``nms_naive`` on random inputs
+Each function is pinned to the conventions of docs/conventions.md (section "Boxes") and
+to examples worked by hand; the fast NMS is tied to the plain-loop ``nms_naive`` on random inputs
 (ties and exact-threshold overlaps included); edge cases (no boxes, zero-area
 boxes) and bad input that names the argument. Optional oracle tests compare
 with torchvision where it is installed.

@@ -1,6 +1,6 @@
 """Tests of tinyseg/ops/conv.py: im2col/col2im, conv2d, conv_transpose2d.
 
-DESIGN.md's four parts for each op: float64 gradient checks with a random
+The four parts of docs/design.md's test standard for each op: float64 gradient checks with a random
 upstream gradient, fast == naive loops, shape algebra and edge cases
 (hypothesis), bad input. The linear pairs also get adjoint tests:
 <im2col x, y> = <x, col2im y> and <conv2d(u), y> = <u, conv_transpose2d(y)>.

@@ -253,7 +253,7 @@ def test_grade_errors(tmp_path):
 
 def _chosen_tasks():
     tasks = homework.find_tasks(ROOT)
-    graded = homework._task_tests(ROOT)
+    graded = homework.task_tests(ROOT)
     chosen = ["col2im"]
     backward = [t for t in ("conv2d_backward", "relu_backward") if t in tasks and t in graded]
     return chosen + backward
@@ -279,7 +279,7 @@ def graded_copies(tmp_path_factory):
 @pytest.mark.slow  # two full grading runs in the module fixture (~30-60 s)
 def test_reference_copy_passes_every_graded_test(graded_copies):
     _, rows = graded_copies["reference"]
-    graded = set(homework._task_tests(ROOT)) & set(homework.find_tasks(ROOT))
+    graded = set(homework.task_tests(ROOT)) & set(homework.find_tasks(ROOT))
     assert graded <= set(rows), f"tasks with marked tests but no result: {graded - set(rows)}"
     failing = {t: r["failed"] for t, r in rows.items() if r["passed"] != r["total"]}
     assert not failing
@@ -298,7 +298,7 @@ def test_student_copy_loses_exactly_the_chosen_tasks(graded_copies):
             assert rows[task]["passed"] < rows[task]["total"], f"{task} passed as a stub"
     wrong = {t: r["failed"] for t, r in rows.items() if t not in affected and r["failed"]}
     assert not wrong, f"tasks that should be untouched failed: {wrong}"
-    assert "col2im" in rows or "col2im" not in homework._task_tests(ROOT)
+    assert "col2im" in rows or "col2im" not in homework.task_tests(ROOT)
 
 
 @pytest.mark.slow  # two full grading runs in the module fixture (~30-60 s)

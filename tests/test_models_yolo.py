@@ -1,9 +1,9 @@
 """YOLO v1 and the classification + localisation model: targets, loss, gradients, decoding.
 
-The loss is checked against a plain-loop computation written here from REFERENCE.md's formula,
-the target tensor against boxes worked out by hand, and decoding by building a head output
-from the targets and decoding it back. Models are tiny (1-2 stages of 2-4 channels) and images
-small (16-64 pixels), so the file runs in a few seconds.
+The loss is checked against a plain-loop computation written here from the paper's formula
+(docs/conventions.md, section "Detectors"), the target tensor against boxes worked out by hand,
+and decoding by building a head output from the targets and decoding it back. Models are tiny
+(1-2 stages of 2-4 channels) and images small (16-64 pixels), so the file runs in a few seconds.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def test_build_targets_bad_input(xp):
         build_targets(box, [xp.asarray([1])], (8, 8), 0, num_classes=3)
 
 
-# ----- the loss: a plain-loop computation of REFERENCE.md's formula ----------------------------
+# ----- the loss: a plain-loop computation of the paper's formula (docs/conventions.md) -----
 def _sigmoid(v):
     return 1 / (1 + math.exp(-v))
 

@@ -1,6 +1,6 @@
 """Tests of tinyseg/ops/roi.py and the roi section of tinyseg/functional.py.
 
-The DESIGN.md standard for both RoI ops: a float64 gradient check with a random
+The test standard of docs/design.md for both RoI ops: a float64 gradient check with a random
 upstream gradient, fast == naive (forward and backward) on awkward boxes, the
 shape algebra by hypothesis, hand-worked examples, edge cases and bad input
 that names the argument. RoIPool uses tie-free inputs (plus one test of its

@@ -36,17 +36,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .base import SampleDataset, check_transform
 from .rle import polygon_to_mask, rle_decode, rle_encode
 from .voc import (
     IGNORE_INDEX,
-    _check_transform,
     _dataset_classes,
     _export_args,
     _image_array,
-    _index,
     _read_rgb,
     _sample_id,
-    _transform_rng,
 )
 
 __all__ = ["COCODataset", "export_coco"]
@@ -75,7 +73,7 @@ class _Annotation:
         self.iscrowd = iscrowd
 
 
-class COCODataset:
+class COCODataset(SampleDataset):
     """A COCO-style folder as a dataset of sample dicts.
 
     :param root: the folder holding ``images/`` and ``annotations/``.
@@ -96,7 +94,7 @@ class COCODataset:
         if not isinstance(split, str) or not split:
             raise ValueError(f"split must be a split name such as 'train', got {split!r}")
         self.split = split
-        self.transform = _check_transform(transform)
+        self.transform = check_transform(transform)
         if not self.root.is_dir():
             raise FileNotFoundError(f"COCO root folder not found: {self.root}")
         self.image_dir = self.root / "images"
@@ -257,8 +255,7 @@ class COCODataset:
         ] = True
         return mask
 
-    def __getitem__(self, i) -> dict:
-        i = _index(i, len(self.images))
+    def load(self, i: int) -> dict:
         image_id, path, height, width = self.images[i]
         image = _read_rgb(path)
         h, w = image.shape[1:]
@@ -292,19 +289,11 @@ class COCODataset:
             "labels": np.asarray(labels, dtype=np.int64),
             "id": path.stem,
         }
-        if self.transform is not None:
-            sample = self.transform(sample, _transform_rng(i))
         return sample
 
-    def __iter__(self):
-        for i in range(len(self)):
-            yield self[i]
-
-    def __repr__(self) -> str:
-        return (
-            f"COCODataset(root={str(self.root)!r}, split={self.split!r}, "
-            f"images={len(self)}, classes={len(self.classes)})"
-        )
+    def _repr_fields(self) -> dict:
+        return {"root": str(self.root), "split": self.split, "images": len(self),
+                "classes": len(self.classes)}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- writer

@@ -34,6 +34,7 @@ import math
 import numpy as np
 
 from ..validate import check_int, pair
+from .base import SampleDataset, check_transform
 
 CLASSES = ("background", "square", "circle", "triangle")
 
@@ -205,7 +206,7 @@ def render_scene(rng, height: int, width: int, max_objects: int = 4) -> dict:
     }
 
 
-class ShapesDataset:
+class ShapesDataset(SampleDataset):
     """Synthetic scenes of squares, circles and triangles, drawn on demand.
 
     :param split: "train" or "val"; the two splits draw from disjoint random streams.
@@ -243,9 +244,7 @@ class ShapesDataset:
         self.size = pair(size, "size", minimum=32)
         self.seed = check_int(seed, "seed", 0)
         self.max_objects = check_int(max_objects, "max_objects", 1)
-        if transform is not None and not callable(transform):
-            raise TypeError(f"transform must be callable t(sample, rng) or None, got {transform!r}")
-        self.transform = transform
+        self.transform = check_transform(transform)
 
     def __len__(self) -> int:
         return self.num_images
@@ -254,26 +253,15 @@ class ShapesDataset:
         key = (self.seed, _TAG, _SPLITS[self.split], i, stream)
         return np.random.Generator(np.random.PCG64(np.random.SeedSequence(key)))
 
-    def __getitem__(self, i) -> dict:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"index must be an int, got {i!r}")
-        n = self.num_images
-        if not -n <= i < n:
-            raise IndexError(f"index {i} out of range for {n} images")
-        i = int(i) % n
+    def load(self, i: int) -> dict:
         h, w = self.size
         sample = render_scene(self._rng(i, 0), h, w, self.max_objects)
         sample["id"] = f"shapes-{self.split}-{i:06d}"
-        if self.transform is not None:
-            sample = self.transform(sample, self._rng(i, 1))
         return sample
 
-    def __iter__(self):
-        for i in range(len(self)):
-            yield self[i]
+    def transform_rng(self, i: int) -> np.random.Generator:
+        return self._rng(i, 1)  # stream 1 of (seed, split, i); stream 0 draws the scene
 
-    def __repr__(self) -> str:
-        return (
-            f"ShapesDataset(split={self.split!r}, num_images={self.num_images}, "
-            f"size={self.size}, seed={self.seed}, max_objects={self.max_objects})"
-        )
+    def _repr_fields(self) -> dict:
+        return {"split": self.split, "num_images": self.num_images, "size": self.size,
+                "seed": self.seed, "max_objects": self.max_objects}  # fmt: skip

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .base import SampleDataset, check_transform
+
 __all__ = ["VOCSegmentation", "VOC_CLASSES", "export_voc", "voc_colormap"]
 
 VOC_CLASSES = (
@@ -37,7 +39,6 @@ VOC_CLASSES = (
 )  # fmt: skip
 
 IGNORE_INDEX = 255
-_TRANSFORM_TAG = 0x5EC  # keeps the transform streams apart from other seeded streams
 
 
 def voc_colormap(n: int = 256) -> np.ndarray:
@@ -83,24 +84,6 @@ def _check_classes(classes, where: str) -> tuple[str, ...]:
             f"got {classes!r}"
         )
     return classes
-
-
-def _transform_rng(i: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence((_TRANSFORM_TAG, i))))
-
-
-def _index(i, n: int) -> int:
-    if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-        raise TypeError(f"index must be an int, got {i!r}")
-    if not -n <= i < n:
-        raise IndexError(f"index {i} out of range for {n} images")
-    return int(i) % n
-
-
-def _check_transform(transform):
-    if transform is not None and not callable(transform):
-        raise TypeError(f"transform must be callable t(sample, rng) or None, got {transform!r}")
-    return transform
 
 
 def _image_array(sample: dict, where: str) -> np.ndarray:
@@ -171,7 +154,7 @@ def _dataset_classes(name: str, splits: dict) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- reader
 
 
-class VOCSegmentation:
+class VOCSegmentation(SampleDataset):
     """A VOC-style segmentation folder as a dataset of sample dicts.
 
     :param root: the folder holding ``JPEGImages/``, ``SegmentationClass/`` and
@@ -197,7 +180,7 @@ class VOCSegmentation:
         if not isinstance(split, str) or not split:
             raise ValueError(f"split must be a split name such as 'train', got {split!r}")
         self.split = split
-        self.transform = _check_transform(transform)
+        self.transform = check_transform(transform)
         if not self.root.is_dir():
             raise FileNotFoundError(f"VOC root folder not found: {self.root}")
         self.image_dir = self.root / "JPEGImages"
@@ -284,8 +267,7 @@ class VOCSegmentation:
             )
         return mask.astype(np.int64)
 
-    def __getitem__(self, i) -> dict:
-        i = _index(i, len(self.ids))
+    def load(self, i: int) -> dict:
         sid = self.ids[i]
         image_path = self.image_dir / f"{sid}.jpg"
         image = _read_rgb(image_path)
@@ -299,19 +281,11 @@ class VOCSegmentation:
             "labels": np.zeros((0,), dtype=np.int64),
             "id": sid,
         }
-        if self.transform is not None:
-            sample = self.transform(sample, _transform_rng(i))
         return sample
 
-    def __iter__(self):
-        for i in range(len(self)):
-            yield self[i]
-
-    def __repr__(self) -> str:
-        return (
-            f"VOCSegmentation(root={str(self.root)!r}, split={self.split!r}, "
-            f"images={len(self)}, classes={len(self.classes)})"
-        )
+    def _repr_fields(self) -> dict:
+        return {"root": str(self.root), "split": self.split, "images": len(self),
+                "classes": len(self.classes)}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- writer

@@ -58,7 +58,8 @@ __all__ = [
     "check_detection_targets", "make_backbone",
 ]
 
-#: smooth L1's beta for every box regression of a detection head (REFERENCE.md: 1/9)
+#: smooth L1's beta for every box regression of a detection head: 1/9 (see docs/conventions.md,
+#: section "Smooth L1")
 SMOOTH_L1_BETA = 1.0 / 9
 
 

@@ -167,7 +167,7 @@ from .detection import SMOOTH_L1_BETA, AnchorDetector, as_detections
 __all__ = ["BoxHead", "FasterRCNN", "FeaturePyramid", "MaskHead", "MaskRCNN", "RPNHead",
            "TrainingRoIs", "paste_masks"]
 
-#: the box head's delta weights (wx, wy, ww, wh): REFERENCE.md
+#: the box head's delta weights (wx, wy, ww, wh) (see docs/conventions.md, section "Box coding")
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
 
