@@ -37,15 +37,9 @@ import numpy as np
 from PIL import Image
 
 from .base import SampleDataset, check_transform
+from .files import dataset_classes, export_args, image_array, read_rgb, sample_id
 from .rle import polygon_to_mask, rle_decode, rle_encode
-from .voc import (
-    IGNORE_INDEX,
-    _dataset_classes,
-    _export_args,
-    _image_array,
-    _read_rgb,
-    _sample_id,
-)
+from .voc import IGNORE_INDEX
 
 __all__ = ["COCODataset", "export_coco"]
 
@@ -257,7 +251,7 @@ class COCODataset(SampleDataset):
 
     def load(self, i: int) -> dict:
         image_id, path, height, width = self.images[i]
-        image = _read_rgb(path)
+        image = read_rgb(path)
         h, w = image.shape[1:]
         if (h, w) != (height, width):
             raise ValueError(
@@ -347,8 +341,8 @@ def export_coco(*args, root=None, splits=None, dataset=None) -> Path:
     class region of the semantic mask. Ignore (255) pixels of the semantic mask are not
     exported: the reader rebuilds the semantic mask from the instances.
     """
-    root, splits = _export_args("export_coco", args, root, splits, dataset)
-    classes = _dataset_classes("export_coco", splits)
+    root, splits = export_args("export_coco", args, root, splits, dataset)
+    classes = dataset_classes("export_coco", splits)
     image_dir, ann_dir = root / "images", root / "annotations"
     image_dir.mkdir(parents=True, exist_ok=True)
     ann_dir.mkdir(parents=True, exist_ok=True)
@@ -359,8 +353,8 @@ def export_coco(*args, root=None, splits=None, dataset=None) -> Path:
         for i in range(len(ds)):
             sample = ds[i]
             where = f"export_coco(): splits[{split!r}][{i}]"
-            sid = _sample_id(sample, where, used)
-            rgb = _image_array(sample, where)
+            sid = sample_id(sample, where, used)
+            rgb = image_array(sample, where)
             h, w = rgb.shape[:2]
             if np.asarray(sample["mask"]).shape != (h, w):
                 raise ValueError(f"{where}: mask shape differs from the image's {(h, w)}")

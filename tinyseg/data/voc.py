@@ -22,13 +22,13 @@ Every problem with a folder raises an error whose message names the file at faul
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .base import SampleDataset, check_transform
+from .files import check_classes, dataset_classes, export_args, image_array, read_rgb, sample_id
 
 __all__ = ["VOCSegmentation", "VOC_CLASSES", "export_voc", "voc_colormap"]
 
@@ -57,98 +57,6 @@ def voc_colormap(n: int = 256) -> np.ndarray:
             c >>= 3
         cmap[i] = rgb
     return cmap
-
-
-# --------------------------------------------------------------------------- shared helpers
-# (coco.py uses these too)
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    """float32 (3, H, W) in [0, 1] from an image file; errors name the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
-
-
-def _check_classes(classes, where: str) -> tuple[str, ...]:
-    classes = tuple(str(c) for c in classes)
-    if len(classes) < 2 or classes[0] != "background":
-        raise ValueError(
-            f"{where}: classes must start with 'background' and name at least one class, "
-            f"got {classes!r}"
-        )
-    return classes
-
-
-def _image_array(sample: dict, where: str) -> np.ndarray:
-    """uint8 (H, W, 3) from a sample's float (3, H, W) image in [0, 1]."""
-    image = np.asarray(sample["image"])
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"{where}: image must have shape (3, H, W), got {image.shape}")
-    return np.clip(np.rint(image.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
-
-
-def _sample_id(sample: dict, where: str, used: dict) -> str:
-    sid = sample.get("id")
-    if (
-        not isinstance(sid, str)
-        or not sid
-        or sid != sid.strip()
-        or any(ch in sid for ch in "/\\\n\t " + os.sep)
-    ):
-        raise ValueError(
-            f"{where}: id must be a non-empty file stem without spaces or slashes, got {sid!r}"
-        )
-    if sid in used:
-        raise ValueError(f"{where}: id {sid!r} is used twice (first in {used[sid]})")
-    used[sid] = where
-    return sid
-
-
-def _export_args(name: str, args: tuple, root, splits, dataset):
-    """Accept (root, splits), (dataset, root) and (dataset, root, splits=...) call forms."""
-    args = list(args)
-    if args and not isinstance(args[0], (str, os.PathLike)):
-        dataset = args.pop(0)
-    if args:
-        root = args.pop(0)
-    if args:
-        splits = args.pop(0)
-    if args:
-        raise TypeError(f"{name}() takes root and splits (or dataset, root), got extra arguments")
-    if root is None:
-        raise TypeError(f"{name}() needs root, the folder to write")
-    splits = dict(splits or {})
-    if dataset is not None:
-        if "train" in splits and splits["train"] is not dataset:
-            raise ValueError(f"{name}(): dataset and splits['train'] are both given and differ")
-        splits.setdefault("train", dataset)
-    if not splits:
-        raise ValueError(f"{name}(): splits must map split names to datasets, got nothing to write")
-    for split, ds in splits.items():
-        if not isinstance(split, str) or not split or "/" in split:
-            raise ValueError(f"{name}(): split names must be plain strings, got {split!r}")
-        if not hasattr(ds, "__len__") or not hasattr(ds, "__getitem__"):
-            raise TypeError(f"{name}(): splits[{split!r}] must be a dataset, got {ds!r}")
-    return Path(root), splits
-
-
-def _dataset_classes(name: str, splits: dict) -> tuple[str, ...]:
-    classes = None
-    for split, ds in splits.items():
-        if not hasattr(ds, "classes"):
-            raise ValueError(f"{name}(): splits[{split!r}] has no .classes")
-        these = _check_classes(ds.classes, f"{name}(): splits[{split!r}].classes")
-        if classes is not None and these != classes:
-            raise ValueError(f"{name}(): splits[{split!r}].classes {these} differ from {classes}")
-        classes = these
-    return classes
 
 
 # --------------------------------------------------------------------------- reader
@@ -211,7 +119,7 @@ class VOCSegmentation(SampleDataset):
         except (OSError, UnicodeDecodeError) as err:
             raise ValueError(f"cannot read {path}: {err}") from err
         names = [n for n in names if n]
-        return _check_classes(names, str(path))
+        return check_classes(names, str(path))
 
     def _read_ids(self) -> list[str]:
         try:
@@ -270,7 +178,7 @@ class VOCSegmentation(SampleDataset):
     def load(self, i: int) -> dict:
         sid = self.ids[i]
         image_path = self.image_dir / f"{sid}.jpg"
-        image = _read_rgb(image_path)
+        image = read_rgb(image_path)
         h, w = image.shape[1:]
         mask = self._read_mask(self.mask_dir / f"{sid}.png", image_path, (h, w))
         sample = {
@@ -308,8 +216,8 @@ def export_voc(*args, root=None, splits=None, dataset=None) -> Path:
     edges; expect a pixel error of a few 1/255). Masks go to palette PNGs with the VOC colour
     map, written losslessly. ``classes.txt`` holds the class names.
     """
-    root, splits = _export_args("export_voc", args, root, splits, dataset)
-    classes = _dataset_classes("export_voc", splits)
+    root, splits = export_args("export_voc", args, root, splits, dataset)
+    classes = dataset_classes("export_voc", splits)
     image_dir = root / "JPEGImages"
     mask_dir = root / "SegmentationClass"
     sets_dir = root / "ImageSets" / "Segmentation"
@@ -323,8 +231,8 @@ def export_voc(*args, root=None, splits=None, dataset=None) -> Path:
         for i in range(len(ds)):
             sample = ds[i]
             where = f"export_voc(): splits[{split!r}][{i}]"
-            sid = _sample_id(sample, where, used)
-            rgb = _image_array(sample, where)
+            sid = sample_id(sample, where, used)
+            rgb = image_array(sample, where)
             mask = np.asarray(sample["mask"])
             if mask.shape != rgb.shape[:2]:
                 raise ValueError(
