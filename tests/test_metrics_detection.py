@@ -158,6 +158,42 @@ def test_area_ranges_split_the_objects():
     assert scores["map_large"] == -1.0
 
 
+EDGE = [0.0, 0.0, 32.0, 32.0]  # area exactly 32^2: the end of "small", the start of "medium"
+EDGE_STRAY = [200.0, 200.0, 232.0, 232.0]  # the same area, overlapping nothing
+BIG = [0.0, 0.0, 96.0, 96.0]  # area exactly 96^2: the end of "medium", the start of "large"
+
+
+def range_border_scene():
+    # image 0: a false alarm of area 32^2 ranked above the hit; image 1: a perfect 96^2 box
+    preds = [pred([EDGE_STRAY, EDGE], [0.95, 0.9]), pred([BIG], [0.9])]
+    return preds, [target([EDGE]), target([BIG])]
+
+
+def test_an_area_of_exactly_32_squared_is_both_small_and_medium():
+    # pycocotools ignores an object when area < low or area > high: the ranges are closed
+    preds, targets = range_border_scene()
+    scores = mean_average_precision(preds, targets)
+    # small: only EDGE counts, and the stray 32^2 detection is a false positive there: FP, TP
+    assert scores["map_small"] == pytest.approx(0.5)
+    # medium: EDGE and BIG both count, and so does the stray: FP, TP, TP over two objects
+    # (recall 0, 1/2, 1; envelope 2/3 everywhere)
+    assert scores["map_medium"] == pytest.approx(2 / 3)
+    # large: only BIG; EDGE's detections (area 32^2 < 96^2) are left out, not false positives
+    assert scores["map_large"] == 1.0
+    # one pixel^2 past the border, an object is in one range only
+    above = mean_average_precision([pred([EDGE], [0.9])], [target([EDGE], area=[1025.0])])
+    below = mean_average_precision([pred([EDGE], [0.9])], [target([EDGE], area=[1023.0])])
+    assert (above["map_small"], above["map_medium"]) == (-1.0, 1.0)
+    assert (below["map_small"], below["map_medium"]) == (1.0, -1.0)
+
+
+def test_an_area_of_exactly_32_squared_matches_pycocotools():
+    preds, targets = range_border_scene()
+    expected, _ = pycocotools_stats(preds, targets, "bbox")
+    assert mean_average_precision(preds, targets) == pytest.approx(expected, abs=1e-12)
+    assert (expected["map_small"], expected["map_medium"]) == pytest.approx((0.5, 2 / 3))
+
+
 def test_classes_without_ground_truth_are_left_out():
     targets = [target([BOX], labels=[1])]
     alone = mean_average_precision([pred([BOX], [0.9], labels=[1])], targets)

@@ -354,9 +354,9 @@ def plot_pr_curve(recall, precision, ax=None, label=None, ap=None, path=None):
     """
     import matplotlib.pyplot as plt
 
-    from .metrics import _check_curve, precision_envelope
+    from .metrics import check_curve, precision_envelope
 
-    recall, precision = _check_curve(recall, precision)
+    recall, precision = check_curve(recall, precision)
     own_figure = ax is None
     fig, ax = plt.subplots(figsize=(4.2, 3.6)) if own_figure else (ax.figure, ax)
     name = "envelope" if label is None else str(label)
