@@ -240,12 +240,12 @@ def test_optimizer_state_round_trip_continues_identically(xp, make):
     state = opt.state_dict()
     saved = {"data": backend.to_numpy(p.data).copy()}
     # through the checkpoint's split: arrays to the host, the rest through JSON
-    arrays, meta = engine._split_optimizer_state(state)
+    arrays, meta = engine.split_optimizer_state(state)
     arrays = {k: backend.to_numpy(v).copy() for k, v in arrays.items()}
     meta = json.loads(json.dumps(meta))
     p2, opt2 = fresh()
     p2.data[...] = xp.asarray(saved["data"])
-    opt2.load_state_dict(engine._join_optimizer_state(arrays, meta))
+    opt2.load_state_dict(engine.join_optimizer_state(arrays, meta))
     for g in grads[2:]:
         p2.grad = g
         opt2.step()
