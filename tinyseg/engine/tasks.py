@@ -268,7 +268,9 @@ def task_for(model, recipe=None, *, loss_fn=None, num_classes=None, ignore_index
 
     :param recipe: a ``tinyseg.recipes.Recipe``: the segmentation loss and ``ignore_index`` come
         from it unless given.
-    :param loss_fn, num_classes, ignore_index: a segmentation task's settings.
+    :param loss_fn: a segmentation task's loss (default: ``SegmentationLoss`` of the recipe).
+    :param num_classes: K for the metrics (default: ``model.num_classes``).
+    :param ignore_index: label of pixels left out (default: the recipe's, else 255).
     :param training: the task will train (a segmentation task then needs a loss).
     :raises ValueError: an unknown ``model.task``, or no loss to train with.
     """
