@@ -22,6 +22,7 @@ after that line instead (for a bug report, or to see where a message comes from)
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -476,24 +477,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command_index(argv) -> int:
-    """Where the command starts: the first word that is not a global flag (``--debug``).
-
-    ``--debug`` is known before parsing, so that even a parse error can show its traceback.
-    """
-    for i, word in enumerate(argv):
-        if not word.startswith("-"):
-            return i
-    return len(argv)
-
-
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (2 for usage and input errors).
 
     With ``--debug`` before the command, an error also prints its full traceback.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in argv[: _command_index(argv)]
+    # known before parsing (the flags ahead of the command), so a usage error can show it too
+    debug = "--debug" in itertools.takewhile(lambda word: word.startswith("-"), argv)
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
