@@ -115,3 +115,27 @@ def test_module_entry_point_exit_status():
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "tinyseg: error: no such folder: /no/such/folder"
+
+
+# ----- --debug: the full traceback on request, one line by default -----
+
+
+def test_errors_are_one_line_by_default(tmp_path, capsys):
+    missing = tmp_path / "nope.npz"
+    assert main(["eval", "unet", "--checkpoint", str(missing)]) == 2
+    assert "checkpoint file not found" in error_line(capsys)
+
+
+def test_debug_flag_shows_the_traceback(tmp_path, capsys):
+    missing = tmp_path / "nope.npz"
+    assert main(["--debug", "eval", "unet", "--checkpoint", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "FileNotFoundError" in err
+    assert err.strip().splitlines()[-1] == f"tinyseg: error: checkpoint file not found: {missing}"
+    assert build_parser().parse_args(["--debug", "demo"]).debug
+    assert not build_parser().parse_args(["demo"]).debug
+
+
+def test_debug_flag_after_the_command_is_a_usage_error(capsys):
+    assert main(["demo", "--debug"]) == 2
+    assert "--debug" in error_line(capsys)

@@ -240,12 +240,12 @@ def test_optimizer_state_round_trip_continues_identically(xp, make):
     state = opt.state_dict()
     saved = {"data": backend.to_numpy(p.data).copy()}
     # through the checkpoint's split: arrays to the host, the rest through JSON
-    arrays, meta = engine._split_optimizer_state(state)
+    arrays, meta = engine.split_optimizer_state(state)
     arrays = {k: backend.to_numpy(v).copy() for k, v in arrays.items()}
     meta = json.loads(json.dumps(meta))
     p2, opt2 = fresh()
     p2.data[...] = xp.asarray(saved["data"])
-    opt2.load_state_dict(engine._join_optimizer_state(arrays, meta))
+    opt2.load_state_dict(engine.join_optimizer_state(arrays, meta))
     for g in grads[2:]:
         p2.grad = g
         opt2.step()
@@ -276,3 +276,65 @@ def test_scheduler_state_round_trip():
     sched.step()
     sched2.step()
     assert opt2.lr == opt.lr
+
+
+# ----- the loop asks a task object: any object with the Task methods plugs in -----
+
+
+class _MeanColourTask:
+    """A made-up task: predict each image's mean colour (3 numbers) with a 1x1 conv + mean."""
+
+    name = "mean-colour"
+
+    def __init__(self):
+        self.calls = []
+
+    def training_loss(self, model, batch):
+        self.calls.append("training_loss")
+        x = batch["image"]
+        target = ts.tensor(x.data.mean(axis=(2, 3)))
+        pred = model(x).mean(dim=(2, 3))
+        loss = ((pred - target) ** 2).mean()
+        return loss, {"loss_mse": loss.data}
+
+    def evaluate(self, model, loader, device="cpu", progress=False):
+        self.calls.append("evaluate")
+        return {"colour_error": 0.5}
+
+    def history_entries(self, scores):
+        return {"colour_error": scores["colour_error"]}
+
+    def history_fields(self, history):
+        return ["epoch", "train_loss", "colour_error", "train_loss_mse", "lr", "seconds"]
+
+    def summary(self, row):
+        return f"  colour error {row['colour_error']:.2f}"
+
+
+def test_a_custom_task_object_drives_the_loop(tmp_path, xp):
+    device = backend.device_of(xp.zeros(1))
+    nn.init.manual_seed(0)
+    model = nn.Conv2d(3, 3, 1)
+    train, val = _loaders(n_train=8, n_val=4, size=32)
+    task = _MeanColourTask()
+    lines = []
+    trainer = engine.Trainer(model, optim.Adam(model.parameters(), lr=5e-2), None, train, val,
+                             task=task, epochs=3, device=device, out_dir=tmp_path,
+                             progress=False, log=lines.append)
+    history = trainer.fit()
+    assert task.calls.count("training_loss") == 3 * 2 and task.calls.count("evaluate") == 3
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert "colour error 0.50" in lines[0] and lines[0].startswith("epoch 1/3  train_loss")
+    with open(tmp_path / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == task.history_fields(history) and rows[0]["colour_error"] == "0.5"
+    assert float(rows[-1]["train_loss_mse"]) == pytest.approx(history[-1]["train_loss"])
+
+
+def test_task_for_reads_the_model_task_attribute():
+    seg = build_model("unet", **TINY["unet"])
+    assert isinstance(engine.task_for(seg), engine.SegmentationTask)
+    assert isinstance(engine.task_for(build_model("yolo")), engine.DetectionTask)
+    seg.task = "keypoints"
+    with pytest.raises(ValueError, match="model.task"):
+        engine.task_for(seg)

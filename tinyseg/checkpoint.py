@@ -15,11 +15,27 @@ source: pickle can run arbitrary code, ``.npy`` arrays cannot.
 Writing is atomic: the archive goes to a temporary file in the same directory,
 which then replaces the target with ``os.replace``. A crash mid-write leaves
 the old checkpoint intact, never a half-written one.
+
+Training checkpoints
+--------------------
+A training run (``tinyseg.engine``) stores more than weights: the optimiser's
+buffers (momentum, Adam's moments) travel as arrays named
+``__optimizer__.<i>.<name>`` beside the state dict, and the rest of the
+optimiser's state (step counts, its defaults) goes into the JSON config::
+
+    Optimizer.state_dict() --split_optimizer_state--> (arrays, JSON-able dict)
+    (arrays, JSON-able dict) --join_optimizer_state--> Optimizer.state_dict()
+
+``load_model`` rebuilds the model of such a checkpoint from the config alone
+(``build_model(config["model"], **config["model_config"])``). JSON has no NaN:
+``jsonable`` turns NaN and infinities into ``null`` before anything is
+written, and ``write_json`` uses it for the run's ``metrics.json``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -29,8 +45,11 @@ import numpy as np
 
 from . import backend
 from .autograd import Tensor
+from .models import build_model
 
 CONFIG_KEY = "__config__"
+#: the prefix of the optimiser's arrays in a training checkpoint
+OPTIMIZER_PREFIX = "__optimizer__."
 
 
 def save_checkpoint(path, state_dict, config: dict) -> None:
@@ -105,3 +124,83 @@ def load_checkpoint(path):
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"checkpoint {path}: the config is not valid JSON ({error})") from error
     return arrays, config
+
+
+# ----- training checkpoints: optimiser state, JSON, the model back --------------------------
+def split_optimizer_state(state: dict):
+    """``Optimizer.state_dict()`` -> (arrays for the .npz, the JSON-able rest).
+
+    Every array of at least one dimension becomes ``__optimizer__.<i>.<name>`` (``i`` the
+    parameter's index); scalars (a step count) stay in the JSON part as plain numbers.
+    """
+    arrays, entries = {}, []
+    for i, entry in enumerate(state["state"]):
+        rest = {}
+        for key, value in entry.items():
+            if hasattr(value, "shape") and getattr(value, "ndim", 0) > 0:
+                arrays[f"{OPTIMIZER_PREFIX}{i}.{key}"] = value
+            else:
+                rest[key] = value.item() if hasattr(value, "item") else value
+        entries.append(rest)
+    defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in state["defaults"].items()}
+    return arrays, {"type": state["type"], "defaults": defaults, "state": entries}
+
+
+def join_optimizer_state(arrays: dict, meta: dict) -> dict:
+    """The inverse of ``split_optimizer_state``: an ``Optimizer.load_state_dict`` argument."""
+    entries = [dict(e) for e in meta["state"]]
+    for key, value in arrays.items():
+        index, name = key[len(OPTIMIZER_PREFIX):].split(".", 1)
+        entries[int(index)][name] = value
+    return {"type": meta["type"], "defaults": meta["defaults"], "state": entries}
+
+
+def split_checkpoint_arrays(arrays: dict):
+    """Separate a loaded checkpoint's arrays into (model state dict, optimiser arrays)."""
+    model_state = {k: v for k, v in arrays.items() if not k.startswith(OPTIMIZER_PREFIX)}
+    optim_state = {k: v for k, v in arrays.items() if k.startswith(OPTIMIZER_PREFIX)}
+    return model_state, optim_state
+
+
+def jsonable(value):
+    """NaN and infinities become None (JSON has no NaN); tuples become lists; numpy
+    scalars become Python numbers. Dicts and lists are converted all the way down."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    return value
+
+
+def write_json(path, values) -> None:
+    """Write ``jsonable(values)`` to ``path`` as indented JSON (``metrics.json``)."""
+    with open(path, "w") as f:
+        f.write(json.dumps(jsonable(values), indent=2) + "\n")
+
+
+def load_model(path, expected: str | None = None, device: str = "cpu"):
+    """Rebuild the model saved in training checkpoint ``path``, in eval mode, on ``device``.
+
+    :param expected: when given, the model name the checkpoint must hold.
+    :returns: ``(model, config)``.
+    :raises FileNotFoundError: no such file.
+    :raises ValueError: not a tinyseg training checkpoint, or a checkpoint of
+        another model than ``expected`` (the message names both).
+    """
+    arrays, config = load_checkpoint(path)
+    name = config.get("model")
+    if name is None or "model_config" not in config:
+        raise ValueError(
+            f"checkpoint {path} has no model name and config: it was not written by "
+            "tinyseg train"
+        )
+    if expected is not None and name != expected:
+        raise ValueError(f"checkpoint {path} holds a {name!r} model, not {expected!r}")
+    model = build_model(name, **config["model_config"])
+    model_state, _ = split_checkpoint_arrays(arrays)
+    model.load_state_dict(model_state)
+    return model.to(device).eval(), config

@@ -1,5 +1,6 @@
 """The ``tinyseg`` command.
 
+    tinyseg [--debug] COMMAND ...
     tinyseg demo [--out DIR] [--epochs N] [--seed S] [--device cpu|gpu]
     tinyseg train MODEL [--epochs N] [--batch-size B] [--lr LR] [--seed S] [--device cpu|gpu]
                         [--data shapes|PATH] [--out DIR] [--resume FILE] ...
@@ -14,16 +15,19 @@ that registers its parser and sets ``func``. MODEL is a name of
 ``tinyseg.models.MODELS``; the training itself is ``tinyseg.engine``.
 ``func(args)`` returns the exit status.
 Usage errors and bad arguments print one line ``tinyseg: error: ...`` and
-exit with status 2.
+exit with status 2; ``tinyseg --debug COMMAND ...`` prints the full traceback
+after that line instead (for a bug report, or to see where a message comes from).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy
@@ -188,6 +192,8 @@ def _train(args) -> int:
         train_model(recipe, data=args.data, device=args.device, out_dir=out,
                            seed=args.seed, resume=args.resume, progress=not args.no_progress)
     except FloatingPointError as err:
+        if args.debug:
+            traceback.print_exc()
         print(f"tinyseg: training failed: {err}", file=sys.stderr)
         return 1
     return 0
@@ -223,7 +229,8 @@ def _add_train(subparsers):
 
 
 def _eval(args) -> int:
-    from .engine import _write_json, evaluate_checkpoint, is_detection, task_scores
+    from .checkpoint import write_json
+    from .engine import evaluate_checkpoint, task_for
 
     _check_device(args.device)
     out = Path(args.out) if args.out is not None else None
@@ -240,14 +247,14 @@ def _eval(args) -> int:
     if out is not None:
         metrics = {
             "model": args.model,
-            **task_scores(scores, is_detection(model)),
+            **task_for(model).metrics(scores),
             "train_seconds": config.get("train_seconds"),
             "epochs": config.get("epoch"),
             "classes": classes,
             "checkpoint": str(args.checkpoint),
             "data": str(args.data),
         }
-        _write_json(out / "metrics.json", metrics)
+        write_json(out / "metrics.json", metrics)
         print(f"wrote {out / 'metrics.json'} and {out / 'predictions.png'}")
     return 0
 
@@ -300,7 +307,8 @@ def _predict(args) -> int:
     from PIL import Image
 
     from . import viz
-    from .engine import is_detection, load_model, predict
+    from .checkpoint import load_model
+    from .engine import is_detection, predict
 
     _check_device(args.device)
     model, config = load_model(args.checkpoint, expected=args.model, device=args.device)
@@ -430,6 +438,8 @@ def _demo(args) -> int:
         train_model(recipe, data="shapes", device=args.device, out_dir=args.out,
                            seed=args.seed, progress=not args.no_progress)
     except FloatingPointError as err:
+        if args.debug:
+            traceback.print_exc()
         print(f"tinyseg: training failed: {err}", file=sys.stderr)
         return 1
     return 0
@@ -458,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tinyseg", description="tinyseg: segmentation from scratch in NumPy/CuPy."
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, also print the full traceback")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for add in COMMANDS:
@@ -466,7 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run the command line; returns the exit status (2 for usage and input errors)."""
+    """Run the command line; returns the exit status (2 for usage and input errors).
+
+    With ``--debug`` before the command, an error also prints its full traceback.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # known before parsing (the flags ahead of the command), so a usage error can show it too
+    debug = "--debug" in itertools.takewhile(lambda word: word.startswith("-"), argv)
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
@@ -479,6 +497,8 @@ def main(argv=None) -> int:
         subprocess.TimeoutExpired,
         homework.GradeError,
     ) as err:
+        if debug:  # the traceback first, so that the one line stays the last word
+            traceback.print_exc()
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"tinyseg: error: {message}", file=sys.stderr)
         return 2

@@ -12,7 +12,10 @@ machine with no display, so it runs the same in a terminal, in CI and in class.
 * ``predictions_figure`` / ``save_predictions``: a grid with one column per
   image and three rows, image / ground truth / prediction (``predictions.png``).
 * ``draw_boxes`` / ``detections_figure``: boxes with class names and scores on an image;
-  for a detector, ``save_predictions`` draws true and predicted boxes instead of label maps.
+  given a detector's predictions, ``save_predictions`` draws true and predicted boxes.
+
+Nothing here runs a model (viz imports no engine): the engine predicts and
+passes the images, the truth and the predictions in.
 * ``plot_history``: loss and mIoU per epoch from ``history.csv``.
 * ``save_mask_png``: a label map as a palette ("P" mode) PNG, whose pixel
   values are the labels themselves (readable back as labels, shown in colour).
@@ -164,30 +167,23 @@ def predictions_figure(images, targets, preds, classes=None, title=None):
     return fig
 
 
-def save_predictions(path, model, dataset, classes=None, device: str = "cpu", n: int = 6,
-                     title=None, transform=None) -> Path:
-    """Predict the first ``n`` samples of ``dataset``; save their ``predictions_figure``.
+def save_predictions(path, images, targets, preds, classes=None, title=None) -> Path:
+    """Save the picture of a model's predictions: ``predictions_figure`` or ``detections_figure``.
 
-    ``transform``: applied to each sample first (e.g. a ``Resize`` for images of mixed sizes).
-    A detection model (``task = "detection"``) gets a ``detections_figure`` instead.
+    viz never runs a model: the caller predicts (``tinyseg.engine``'s ``predict`` or
+    ``predict_detections``, or its task's ``predict``) and hands the answers in.
+
+    :param images: (N, 3, H, W) float in [0, 1].
+    :param targets: the truth: label maps (N, H, W), or N dicts with "boxes" and "labels".
+    :param preds: label maps (N, h, w) (an array: a segmentation), or N dicts of "boxes",
+        "scores", "labels" (a list: a detector's output).
     """
     import matplotlib.pyplot as plt
 
-    from .engine import is_detection, predict, predict_detections
-
-    n = min(n, len(dataset))
-    samples = [dataset[i] for i in range(n)]
-    if transform is not None:
-        rng = np.random.default_rng(0)
-        samples = [transform(s, rng) for s in samples]
-    images = np.stack([s["image"] for s in samples])
-    if is_detection(model):
-        preds = predict_detections(model, images, device=device)
-        fig = detections_figure(images, samples, preds, classes=classes, title=title)
-    else:
-        targets = np.stack([s["mask"] for s in samples])
-        preds = predict(model, images, device=device)
+    if isinstance(preds, np.ndarray):
         fig = predictions_figure(images, targets, preds, classes=classes, title=title)
+    else:
+        fig = detections_figure(images, targets, preds, classes=classes, title=title)
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return Path(path)
