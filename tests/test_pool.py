@@ -740,3 +740,12 @@ def test_interpolate_needs_nchw(xp):
 def test_interpolate_float_scale_factor_integer_valued(xp):
     x = random_like(xp, (1, 1, 2, 3))
     assert F.interpolate(x, scale_factor=2.0, mode="bilinear").shape == (1, 1, 4, 6)
+
+
+def test_interpolation_matrix_rows_and_edges(xp):
+    coord = xp.asarray([[0.0], [0.25], [2.0], [3.5]])  # the last two at/past pixel 2 of 3
+    A = P.interpolation_matrix(coord, 3)
+    expected = [[1, 0, 0], [0.75, 0.25, 0], [0, 0, 1], [0, 0, 1]]
+    numpy.testing.assert_allclose(to_numpy(A), expected)
+    two = P.interpolation_matrix(xp.asarray([[0.5, 1.5]]), 3, xp.asarray([[0.5, 0.5]]))
+    numpy.testing.assert_allclose(to_numpy(two), [[0.25, 0.5, 0.25]])  # the mean of two samples

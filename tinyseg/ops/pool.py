@@ -627,6 +627,32 @@ def upsample_nearest2d_naive(x, size):
 # ----- bilinear resize -------------------------------------------------------------
 
 
+def interpolation_matrix(coord, n_in: int, share=None):
+    """Linear-interpolation rows: A (..., n_in) with A[r] = sum_s share[r, s] * tent(coord[r, s]).
+
+    ``coord`` (..., S) holds S source coordinates per row r (each >= 0; pixel h
+    has its value at h), ``share`` (..., S) each sample's weight (default 1).
+    A sample at c puts 1 - lambda on floor(c) and lambda = c - floor(c) on
+    floor(c) + 1; at or past the last pixel, all its weight on pixel n_in - 1.
+    Bilinear resize (one sample per row), RoIAlign (the mean of a bin's
+    samples) and pasting masks all read ``Y = A_h X A_w^T`` (module docstring).
+    """
+    xp = xp_of(coord)
+    low = xp.floor(coord)
+    at_edge = low >= n_in - 1  # past the last pixel: both taps are pixel n_in - 1
+    low = xp.where(at_edge, n_in - 1, low)
+    frac = xp.where(at_edge, 0, coord - low)  # weight of the higher tap
+    low = low.astype(xp.int64)
+    high = xp.where(at_edge, low, low + 1)
+    share = xp.ones_like(coord) if share is None else share
+    rows = coord.shape[:-1]
+    A = xp.zeros(rows + (n_in,), dtype=coord.dtype)
+    row_start = (xp.arange(A.size // n_in, dtype=xp.int64) * n_in).reshape(rows + (1,))
+    scatter_add(A, row_start + low, (1 - frac) * share)
+    scatter_add(A, row_start + high, frac * share)
+    return A
+
+
 def bilinear_resize2d_forward(x, size, align_corners=False):
     """Bilinear resize as Y = A_h X A_w^T on every plane (see the module docstring).
 
@@ -649,15 +675,7 @@ def bilinear_resize2d_forward(x, size, align_corners=False):
             src = dst * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
         else:
             src = xp.maximum((dst + 0.5) * (n_in / n_out) - 0.5, 0.0)
-        i0 = xp.floor(src)
-        lam = src - i0  # weight of the right/lower neighbour
-        i0 = xp.minimum(i0.astype(xp.int64), n_in - 1)
-        i1 = xp.minimum(i0 + 1, n_in - 1)  # past the edge both taps are the last pixel
-        A = xp.zeros((n_out, n_in), dtype=x.dtype)
-        rows = xp.arange(n_out)
-        A[rows, i0] += 1 - lam  # one entry per row in each statement: no repeated writes
-        A[rows, i1] += lam
-        matrices.append(A)
+        matrices.append(interpolation_matrix(src[:, None], n_in))  # one sample per row
     A_h, A_w = matrices
     out = A_h @ x @ A_w.T
     # END SOLUTION
