@@ -212,3 +212,31 @@ def test_detach_and_to_cpu_round_trip(xp):
         z = (x * 2.0).to("cpu").sum()
         z.backward()
         assert x.grad.shape == (2,)
+
+
+def test_needs_input_grad_is_known_before_forward():
+    seen = []
+
+    class Probe(Function):
+        @staticmethod
+        def forward(ctx, a, b, k):
+            seen.append(ctx.needs_input_grad)
+            return a * b
+
+        @staticmethod
+        def backward(ctx, dout):
+            return dout, dout, None
+
+    a = Tensor(numpy.ones(2), requires_grad=True)
+    Probe.apply(a, Tensor(numpy.ones(2)), 3)
+    with ts.no_grad():
+        Probe.apply(a, a, 3)
+    assert seen == [(True, False, False), (False, False, False)]
+
+
+def test_matmul_skips_the_gradient_of_a_constant():
+    a = Tensor(numpy.arange(6.0).reshape(2, 3), requires_grad=True)
+    b = Tensor(numpy.ones((3, 2)))
+    (a @ b).sum().backward()
+    assert b.grad is None
+    numpy.testing.assert_allclose(a.grad, numpy.ones((2, 2)) @ numpy.ones((3, 2)).T)

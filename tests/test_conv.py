@@ -21,6 +21,7 @@ from tinyseg.ops.conv import (
     conv2d_backward,
     conv2d_forward,
     conv2d_naive,
+    conv_data_grad,
     conv_output_size,
     conv_transpose2d_backward,
     conv_transpose2d_forward,
@@ -199,6 +200,67 @@ def test_conv2d_gradcheck_through_functional(xp):
     assert ts.gradcheck(
         lambda x, w, b: F.conv2d(x, w, b, stride=(2, 1), padding=1, groups=2), [x, w, b]
     )
+
+
+@pytest.mark.task("conv2d_backward")
+@pytest.mark.parametrize("needs", [(False, True, True), (True, False, True), (True, True, False)])
+def test_conv2d_backward_computes_only_the_needed_gradients(xp, needs):
+    x, w, b = _conv_inputs(xp, 2, 4, 5, 4, 4, 3, 2)
+    out, cache = conv2d_forward(x, w, b, 1, 1, 1, 2)
+    dout = random_like(xp, out.shape, 7)
+    full = conv2d_backward(dout, cache)
+    part = conv2d_backward(dout, cache, needs_input_grad=needs)
+    for need, g, ref in zip(needs, part, full):
+        assert (g is None) if not need else ts.rel_error(g, ref) == 0
+
+
+def test_conv2d_on_an_input_without_grad_folds_no_dx(xp, monkeypatch):
+    """The first conv of a net sees the image: its dx (a col2im) must not be computed."""
+    import tinyseg.ops.conv
+
+    folds = []
+    real = tinyseg.ops.conv.col2im
+    monkeypatch.setattr(
+        tinyseg.ops.conv, "col2im", lambda *a, **k: folds.append(1) or real(*a, **k)
+    )
+    x_raw, w_raw, b_raw = _conv_inputs(xp, 2, 2, 5, 5, 3, 3, 1)
+    x = ts.tensor(x_raw)  # the image: no gradient
+    w, b = ts.tensor(w_raw, requires_grad=True), ts.tensor(b_raw, requires_grad=True)
+    F.conv2d(x, w, b, padding=1).sum().backward()
+    assert folds == [] and x.grad is None
+    x2 = ts.tensor(x_raw, requires_grad=True)
+    w2, b2 = ts.tensor(w_raw, requires_grad=True), ts.tensor(b_raw, requires_grad=True)
+    F.conv2d(x2, w2, b2, padding=1).sum().backward()
+    assert folds and x2.grad.shape == x_raw.shape
+    assert ts.rel_error(w.grad, w2.grad) == 0 and ts.rel_error(b.grad, b2.grad) == 0
+
+
+@pytest.mark.task("conv_transpose2d_forward")
+@pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
+def test_conv_data_grad_is_conv2d_dx_and_conv_transpose2d(xp, case):
+    """One function, two names: conv2d's dx and conv_transpose2d's forward."""
+    N, C_in, H, W, C_out, k, s, p, d, G = case
+    x, w, b = _conv_inputs(xp, N, C_in, H, W, C_out, k, G)
+    out, cache = conv2d_forward(x, w, b, s, p, d, G)
+    dout = random_like(xp, out.shape, 3)
+    dx = conv_data_grad(dout, w, x.shape, s, p, d, G)
+    _close(xp, dx, conv2d_backward(dout, cache)[0], 0)
+    H_extra = (H + 2 * p - d * (k - 1) - 1) % s  # rows the conv's floor dropped
+    W_extra = (W + 2 * p - d * (k - 1) - 1) % s
+    up, _ = conv_transpose2d_forward(dout, w, None, s, p, (H_extra, W_extra), d, G)
+    _close(xp, up, dx, 0)
+
+
+@pytest.mark.task("conv_transpose2d_forward")
+def test_conv_transpose2d_forward_image_by_image(xp, monkeypatch):
+    import tinyseg.ops.conv
+
+    monkeypatch.setattr(tinyseg.ops.conv, "_CHUNK_BYTES", 1, raising=False)
+    x = random_like(xp, (3, 4, 3, 4), 0)
+    w = random_like(xp, (4, 1, 3, 3), 1)
+    b = random_like(xp, (2,), 2)
+    out, _ = conv_transpose2d_forward(x, w, b, 2, 1, 1, 1, 2)
+    _close(xp, out, conv_transpose2d_naive(x, w, b, 2, 1, 1, 1, 2))
 
 
 # ----- conv_transpose2d --------------------------------------------------------------

@@ -330,7 +330,7 @@ def test_max_unpool2d_matches_naive(xp, kernel_size, stride, pad):
     out, _ = P.max_unpool2d_forward(values, indices, kernel_size, stride, pad, (7, 6))
     naive = P.max_unpool2d_naive(values, indices, kernel_size, stride, pad, (7, 6))
     assert out.dtype == values.dtype
-    assert bool(xp.allclose(out, naive, atol=1e-12))  # overlapping windows: repeats add
+    assert bool(xp.all(out == naive))  # overlapping windows: each pixel written once
 
 
 @pytest.mark.task("max_unpool2d_forward")
@@ -364,7 +364,7 @@ def test_max_unpool2d_output_size_algebra(xp, n, h, w, k, s, padded, extra):
     default = ((h - 1) * s - 2 * p + k, (w - 1) * s - 2 * p + k)
     size = (default[0] + extra * (s > 1), default[1])  # torch allows default +- (stride - 1)
     x = random_like(xp, (n, 2, h, w))
-    indices = xp.zeros(x.shape, dtype=xp.int64)  # all to the first pixel: repeats add
+    indices = xp.zeros(x.shape, dtype=xp.int64)  # all to the first pixel: the last write wins
     if min(default) <= 0:
         with pytest.raises(ValueError, match="kernel_size"):
             P.max_unpool2d_forward(x, indices, k, s, p)
@@ -375,7 +375,7 @@ def test_max_unpool2d_output_size_algebra(xp, n, h, w, k, s, padded, extra):
     assert out.shape == (n, 2) + default
     out, _ = P.max_unpool2d_forward(x, indices, k, s, p, output_size=size)
     assert out.shape == (n, 2) + size
-    assert bool(xp.allclose(out[:, :, 0, 0], x.sum(axis=(2, 3))))
+    assert bool(xp.all(out[:, :, 0, 0] == x[:, :, -1, -1]))
 
 
 def test_max_unpool2d_bad_input(xp):
@@ -423,6 +423,59 @@ def test_max_unpool2d_torch_oracle(xp):
         numpy.testing.assert_array_equal(to_numpy(out), expected.numpy())
 
 
+OVERLAPPING = [(3, 2, 0), (3, 2, 1), (3, 1, 1), ((3, 2), 1, 0)]
+
+
+@pytest.mark.parametrize("kernel_size, stride, pad", OVERLAPPING)
+def test_max_unpool2d_overlapping_windows_torch_oracle(xp, kernel_size, stride, pad):
+    """k > s: a pixel that wins two windows is written once (torch), not summed.
+
+    Backward: torch hands dout to both copies; the true gradient (gradcheck)
+    gives it to the copy that was written last, 0 to the one overwritten.
+    """
+    torch = pytest.importorskip("torch")
+    x = tie_free(xp, (2, 2, 7, 6), 4)
+    (values, indices), _ = P.max_pool2d_forward(x, kernel_size, stride, pad)
+    out, cache = P.max_unpool2d_forward(values, indices, kernel_size, stride, pad, (7, 6))
+    naive = P.max_unpool2d_naive(values, indices, kernel_size, stride, pad, (7, 6))
+    v = torch.tensor(to_numpy(values), requires_grad=True)
+    expected = torch.nn.functional.max_unpool2d(
+        v, torch.tensor(to_numpy(indices)), kernel_size, stride, pad, (7, 6)
+    )
+    numpy.testing.assert_array_equal(to_numpy(out), expected.detach().numpy())
+    numpy.testing.assert_array_equal(to_numpy(naive), expected.detach().numpy())
+    dout = random_like(xp, out.shape, 5)
+    expected.backward(torch.tensor(to_numpy(dout)))
+    dx = to_numpy(P.max_unpool2d_backward(dout, cache))
+    won = to_numpy(cache.won)
+    assert not won.all()  # the geometry does repeat indices
+    numpy.testing.assert_array_equal(dx[won], v.grad.numpy()[won])
+    assert (dx[~won] == 0).all() and (v.grad.numpy()[~won] != 0).all()
+    # the values alone: gradcheck of the masked gather
+    assert_backward_matches(
+        P.max_unpool2d_forward, P.max_unpool2d_backward,
+        [values, indices, kernel_size, stride, pad, (7, 6)], [0],
+    )
+    # and through the pooling: unpool(max_pool(x)) keeps each winning pixel once
+    t = ts.tensor(x, requires_grad=True)
+
+    def encode_decode(a):
+        pooled, idx = F.max_pool2d(a, kernel_size, stride, pad, return_indices=True)
+        return F.max_unpool2d(pooled, idx, kernel_size, stride, pad, output_size=(7, 6))
+
+    assert ts.gradcheck(encode_decode, [t])
+
+
+def test_max_unpool2d_repeated_index_last_write_wins(xp):
+    x = xp.asarray([[[[1.0, 2.0], [3.0, 4.0]]]])
+    indices = xp.asarray([[[[5, 5], [0, 5]]]], dtype=xp.int64)  # 5 three times
+    out, cache = P.max_unpool2d_forward(x, indices, 3, 2, 0, (5, 5))
+    assert to_numpy(out).reshape(-1)[[0, 5]].tolist() == [3.0, 4.0]
+    assert float(out.sum()) == 7.0
+    assert to_numpy(cache.won).reshape(-1).tolist() == [False, False, True, True]
+    assert bool(xp.all(P.max_unpool2d_naive(x, indices, 3, 2, 0, (5, 5)) == out))
+
+
 # ===== bed_of_nails_unpool2d ========================================================
 
 
@@ -462,7 +515,8 @@ def test_bed_of_nails_bad_input_and_functional(xp):
 
 # ===== nearest resize ===============================================================
 
-NEAREST_SIZES = [(3, 4, 6, 8), (3, 4, 7, 9), (5, 5, 2, 3), (1, 1, 3, 2), (4, 3, 4, 3), (6, 5, 4, 7)]
+NEAREST_SIZES = [(3, 4, 6, 8), (3, 4, 7, 9), (5, 5, 2, 3), (1, 1, 3, 2), (4, 3, 4, 3), (6, 5, 4, 7),
+                 (2, 3, 82, 5)]
 
 
 @pytest.mark.parametrize("h, w, h_out, w_out", NEAREST_SIZES)
@@ -506,10 +560,27 @@ def test_upsample_nearest2d_bad_input(xp):
         P.upsample_nearest2d_forward(x[0], 2)
 
 
+# sizes where torch's float32 scale and the exact floor(d * in / out) disagree
+NEAREST_FLOAT32_SIZES = [(2, 3, 82, 5), (4, 9, 94, 111), (14, 6, 46, 74), (3, 2, 7, 110)]
+
+
+def test_nearest_source_is_torchs_float32_rule():
+    torch = pytest.importorskip("torch")
+    for n_in, n_out in [(2, 82), (9, 111), (14, 46), (6, 74), (2, 110), (5, 3), (7, 7), (3, 6)]:
+        probe = torch.arange(n_in, dtype=torch.float32).reshape(1, 1, 1, n_in)
+        expected = torch.nn.functional.interpolate(probe, size=(1, n_out))[0, 0, 0].long()
+        got = P.nearest_source(n_in, n_out, numpy)
+        assert got.tolist() == expected.tolist(), (n_in, n_out)
+    exact = (numpy.arange(82) * 2) // 82
+    assert (P.nearest_source(2, 82, numpy) != exact).any()  # the float32 rounding matters
+
+
 def test_interpolate_nearest_torch_oracle(xp):
     torch = pytest.importorskip("torch")
-    for h, w, h_out, w_out in NEAREST_SIZES:
-        x = random_like(xp, (2, 2, h, w))
+    # float32 maps: for float64 ones torch's CPU kernel changes its index arithmetic with
+    # the output's size (a parallel path computes part of it in double)
+    for h, w, h_out, w_out in NEAREST_SIZES + NEAREST_FLOAT32_SIZES:
+        x = random_like(xp, (2, 2, h, w)).astype(xp.float32)
         out = F.interpolate(x, size=(h_out, w_out)).data
         expected = torch.nn.functional.interpolate(torch.tensor(to_numpy(x)), size=(h_out, w_out))
         numpy.testing.assert_array_equal(to_numpy(out), expected.numpy())
@@ -669,3 +740,12 @@ def test_interpolate_needs_nchw(xp):
 def test_interpolate_float_scale_factor_integer_valued(xp):
     x = random_like(xp, (1, 1, 2, 3))
     assert F.interpolate(x, scale_factor=2.0, mode="bilinear").shape == (1, 1, 4, 6)
+
+
+def test_interpolation_matrix_rows_and_edges(xp):
+    coord = xp.asarray([[0.0], [0.25], [2.0], [3.5]])  # the last two at/past pixel 2 of 3
+    A = P.interpolation_matrix(coord, 3)
+    expected = [[1, 0, 0], [0.75, 0.25, 0], [0, 0, 1], [0, 0, 1]]
+    numpy.testing.assert_allclose(to_numpy(A), expected)
+    two = P.interpolation_matrix(xp.asarray([[0.5, 1.5]]), 3, xp.asarray([[0.5, 0.5]]))
+    numpy.testing.assert_allclose(to_numpy(two), [[0.25, 0.5, 0.25]])  # the mean of two samples

@@ -10,26 +10,35 @@ Every function accepts Tensors or raw arrays (NCHW layout throughout).
 
 from __future__ import annotations
 
+import inspect
+
 from .autograd import Function, Tensor
 
 
-def _pair_function(forward, backward, n_inputs, name):
+def _pair_function(forward, backward, name):
     """A Function class whose forward is ``forward(*inputs, **params)`` and backward ``backward``.
 
-    ``n_inputs`` counts the leading positional arguments that can carry a
-    gradient; ``backward(dout, cache)`` returns their gradients in order (a
-    single array when there is one).
+    ``backward(dout, cache)`` returns the gradients of the leading positional
+    arguments in order (a single array when there is one); the rest get None.
+    If ``backward`` takes a ``needs_input_grad`` argument it is handed
+    ``ctx.needs_input_grad`` (known before forward ran), so that it can skip
+    the gradients nobody wants; either way an unwanted gradient becomes None.
     """
+    takes_flags = "needs_input_grad" in inspect.signature(backward).parameters
 
     def fwd(ctx, *args, **params):
         out, ctx.cache = forward(*args, **params)
         return out
 
     def bwd(ctx, dout, *unused):
-        grads = backward(dout, ctx.cache)
+        needs = ctx.needs_input_grad
+        if takes_flags:
+            grads = backward(dout, ctx.cache, needs_input_grad=needs)
+        else:
+            grads = backward(dout, ctx.cache)
         grads = grads if isinstance(grads, tuple) else (grads,)
-        grads = tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
-        return grads + (None,) * (len(ctx.needs_input_grad) - len(grads))
+        grads = tuple(g if need else None for g, need in zip(grads, needs))
+        return grads + (None,) * (len(needs) - len(grads))
 
     return type(name, (Function,), {"forward": staticmethod(fwd), "backward": staticmethod(bwd)})
 
@@ -41,9 +50,9 @@ def _as_tensor_or_none(a):
 # ===== conv (tinyseg/ops/conv.py) =====
 from .ops import conv as _conv  # noqa: E402  (each section imports its own ops module)
 
-_Conv2d = _pair_function(_conv.conv2d_forward, _conv.conv2d_backward, 3, "Conv2d")
+_Conv2d = _pair_function(_conv.conv2d_forward, _conv.conv2d_backward, "Conv2d")
 _ConvTranspose2d = _pair_function(
-    _conv.conv_transpose2d_forward, _conv.conv_transpose2d_backward, 3, "ConvTranspose2d"
+    _conv.conv_transpose2d_forward, _conv.conv_transpose2d_backward, "ConvTranspose2d"
 )
 
 
@@ -97,23 +106,23 @@ def conv_transpose2d(
 # ===== pool (tinyseg/ops/pool.py) =====
 from .ops import pool as _pool  # noqa: E402
 
-_MaxPool2d = _pair_function(_pool.max_pool2d_forward, _pool.max_pool2d_backward, 1, "MaxPool2d")
-_AvgPool2d = _pair_function(_pool.avg_pool2d_forward, _pool.avg_pool2d_backward, 1, "AvgPool2d")
+_MaxPool2d = _pair_function(_pool.max_pool2d_forward, _pool.max_pool2d_backward, "MaxPool2d")
+_AvgPool2d = _pair_function(_pool.avg_pool2d_forward, _pool.avg_pool2d_backward, "AvgPool2d")
 _GlobalAvgPool2d = _pair_function(
-    _pool.global_avg_pool2d_forward, _pool.global_avg_pool2d_backward, 1, "GlobalAvgPool2d"
+    _pool.global_avg_pool2d_forward, _pool.global_avg_pool2d_backward, "GlobalAvgPool2d"
 )
 _MaxUnpool2d = _pair_function(
-    _pool.max_unpool2d_forward, _pool.max_unpool2d_backward, 1, "MaxUnpool2d"
+    _pool.max_unpool2d_forward, _pool.max_unpool2d_backward, "MaxUnpool2d"
 )
 _BedOfNailsUnpool2d = _pair_function(
-    _pool.bed_of_nails_unpool2d_forward, _pool.bed_of_nails_unpool2d_backward, 1,
+    _pool.bed_of_nails_unpool2d_forward, _pool.bed_of_nails_unpool2d_backward,
     "BedOfNailsUnpool2d",
 )
 _UpsampleNearest2d = _pair_function(
-    _pool.upsample_nearest2d_forward, _pool.upsample_nearest2d_backward, 1, "UpsampleNearest2d"
+    _pool.upsample_nearest2d_forward, _pool.upsample_nearest2d_backward, "UpsampleNearest2d"
 )
 _BilinearResize2d = _pair_function(
-    _pool.bilinear_resize2d_forward, _pool.bilinear_resize2d_backward, 1, "BilinearResize2d"
+    _pool.bilinear_resize2d_forward, _pool.bilinear_resize2d_backward, "BilinearResize2d"
 )
 
 
@@ -209,18 +218,18 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
 # ===== activation (tinyseg/ops/activation.py) =====
 from .ops import activation as _activation  # noqa: E402
 
-_ReLU = _pair_function(_activation.relu_forward, _activation.relu_backward, 1, "ReLU")
+_ReLU = _pair_function(_activation.relu_forward, _activation.relu_backward, "ReLU")
 _LeakyReLU = _pair_function(
-    _activation.leaky_relu_forward, _activation.leaky_relu_backward, 1, "LeakyReLU"
+    _activation.leaky_relu_forward, _activation.leaky_relu_backward, "LeakyReLU"
 )
-_Sigmoid = _pair_function(_activation.sigmoid_forward, _activation.sigmoid_backward, 1, "Sigmoid")
-_Tanh = _pair_function(_activation.tanh_forward, _activation.tanh_backward, 1, "Tanh")
-_Softmax = _pair_function(_activation.softmax_forward, _activation.softmax_backward, 1, "Softmax")
+_Sigmoid = _pair_function(_activation.sigmoid_forward, _activation.sigmoid_backward, "Sigmoid")
+_Tanh = _pair_function(_activation.tanh_forward, _activation.tanh_backward, "Tanh")
+_Softmax = _pair_function(_activation.softmax_forward, _activation.softmax_backward, "Softmax")
 _LogSoftmax = _pair_function(
-    _activation.log_softmax_forward, _activation.log_softmax_backward, 1, "LogSoftmax"
+    _activation.log_softmax_forward, _activation.log_softmax_backward, "LogSoftmax"
 )
-_Dropout = _pair_function(_activation.dropout_forward, _activation.dropout_backward, 1, "Dropout")
-_Linear = _pair_function(_activation.linear_forward, _activation.linear_backward, 3, "Linear")
+_Dropout = _pair_function(_activation.dropout_forward, _activation.dropout_backward, "Dropout")
+_Linear = _pair_function(_activation.linear_forward, _activation.linear_backward, "Linear")
 
 
 def relu(x):
@@ -279,7 +288,7 @@ def _batch_norm_backward(dout, cache):
     return dx, None, None, dweight, dbias
 
 
-_BatchNorm = _pair_function(_norm.batch_norm_forward, _batch_norm_backward, 5, "BatchNorm")
+_BatchNorm = _pair_function(_norm.batch_norm_forward, _batch_norm_backward, "BatchNorm")
 
 
 def batch_norm(
@@ -308,19 +317,19 @@ def _const(a):
 
 
 _CrossEntropy = _pair_function(
-    _loss.cross_entropy_forward, _loss.cross_entropy_backward, 1, "CrossEntropy"
+    _loss.cross_entropy_forward, _loss.cross_entropy_backward, "CrossEntropy"
 )
 _BCEWithLogits = _pair_function(
-    _loss.bce_with_logits_forward, _loss.bce_with_logits_backward, 1, "BCEWithLogits"
+    _loss.bce_with_logits_forward, _loss.bce_with_logits_backward, "BCEWithLogits"
 )
 _SigmoidFocalLoss = _pair_function(
-    _loss.sigmoid_focal_loss_forward, _loss.sigmoid_focal_loss_backward, 1, "SigmoidFocalLoss"
+    _loss.sigmoid_focal_loss_forward, _loss.sigmoid_focal_loss_backward, "SigmoidFocalLoss"
 )
-_DiceLoss = _pair_function(_loss.dice_loss_forward, _loss.dice_loss_backward, 1, "DiceLoss")
+_DiceLoss = _pair_function(_loss.dice_loss_forward, _loss.dice_loss_backward, "DiceLoss")
 _SmoothL1Loss = _pair_function(
-    _loss.smooth_l1_loss_forward, _loss.smooth_l1_loss_backward, 2, "SmoothL1Loss"
+    _loss.smooth_l1_loss_forward, _loss.smooth_l1_loss_backward, "SmoothL1Loss"
 )
-_MSELoss = _pair_function(_loss.mse_loss_forward, _loss.mse_loss_backward, 2, "MSELoss")
+_MSELoss = _pair_function(_loss.mse_loss_forward, _loss.mse_loss_backward, "MSELoss")
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean"):
@@ -381,8 +390,8 @@ def mse_loss(input, target, reduction="mean"):
 # ===== roi (tinyseg/ops/roi.py) =====
 from .ops import roi as _roi  # noqa: E402
 
-_RoIAlign = _pair_function(_roi.roi_align_forward, _roi.roi_align_backward, 1, "RoIAlign")
-_RoIPool = _pair_function(_roi.roi_pool_forward, _roi.roi_pool_backward, 1, "RoIPool")
+_RoIAlign = _pair_function(_roi.roi_align_forward, _roi.roi_align_backward, "RoIAlign")
+_RoIPool = _pair_function(_roi.roi_pool_forward, _roi.roi_pool_backward, "RoIPool")
 
 
 def _boxes_const(boxes):

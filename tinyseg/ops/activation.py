@@ -441,19 +441,20 @@ def linear_forward(x, w, b=None):
     return out, (x, w, b is not None)
 
 
-def linear_backward(dout, cache):
+def linear_backward(dout, cache, needs_input_grad=(True, True, True)):
     """Returns (dx, dw, db): dx = dout W, dW = dout^T x, db = dout summed over rows.
 
-    db is None when the forward had no bias.
+    ``needs_input_grad`` (x, w, b) skips the products nobody needs (returned as
+    None); db is None when the forward had no bias.
     """
     x, w, has_bias = cache
+    need_x, need_w, need_b = needs_input_grad
     D_out, D_in = w.shape
     # BEGIN SOLUTION linear_backward
     dout_rows = dout.reshape(-1, D_out)  # all leading axes as rows
-    x_rows = x.reshape(-1, D_in)
-    dx = (dout_rows @ w).reshape(x.shape)
-    dw = dout_rows.T @ x_rows
-    db = dout_rows.sum(axis=0) if has_bias else None
+    dx = (dout_rows @ w).reshape(x.shape) if need_x else None
+    dw = dout_rows.T @ x.reshape(-1, D_in) if need_w else None
+    db = dout_rows.sum(axis=0) if has_bias and need_b else None
     # END SOLUTION
     return dx, dw, db
 

@@ -101,7 +101,7 @@ shared by every position and image, so db = dout.sum over (n, ho, wo):
 Last step: x_cols = im2col(x) is linear in x, so the chain rule through it is
 its transpose, <dx_cols, im2col(dx)> = <col2im(dx_cols), dx>:
 
-    dx = col2im(dx_cols)
+    dx = col2im(dx_cols)            (``conv_data_grad``)
 
 Overlapping windows (k > s) send a pixel's gradient from every window that
 read it, and col2im's ``+=`` sums them. The forward keeps x_cols for the
@@ -131,7 +131,9 @@ learned upsampling of FCN and U-Net:
 
 for every u and y (the tests check this identity). A^T is exactly what
 conv2d's backward applies to dout to get dx, so the forward of conv_transpose2d
-is the data gradient of conv2d, run forwards:
+is the data gradient of conv2d, run forwards. In code this is literally one
+function, ``conv_data_grad``, called by conv2d_backward for dx and by
+conv_transpose2d_forward for out:
 
     cols = w_mat^T @ x_mat           (N, G, C_out/G*kh*kw, H*W)
     out  = col2im(cols) + b          (N, C_out, H_out, W_out)
@@ -173,12 +175,18 @@ conv2d_forward            x (N, C_in, H, W), w (C_out, C_in/G, kh, kw), b (C_out
                           -> out (N, C_out, H_out, W_out)
 conv_transpose2d_forward  x (N, C_in, H, W), w (C_in, C_out/G, kh, kw), b (C_out,)
                           -> out (N, C_out, H_out, W_out)
-Each ``*_backward(dout, cache)`` returns (dx, dw, db) with db None when there
-was no bias. Every function returns the dtype of x (float32 or float64) and
+conv_data_grad            dout (N, C_out, H_out, W_out), w, x_shape -> dx (x_shape)
+Each ``*_forward`` returns ``(out, cache)``, the cache a NamedTuple
+(``Conv2dCache``, ``ConvTranspose2dCache``). Each
+``*_backward(dout, cache, needs_input_grad=(True, True, True))`` returns
+(dx, dw, db): None for a gradient the flags say nobody needs, and db None when
+there was no bias. Every function returns the dtype of x (float32 or float64) and
 runs on NumPy or CuPy alike.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from ..backend import xp_of
 from ..validate import check_float, check_ndim, pair
@@ -327,6 +335,19 @@ def _check_conv_inputs(x, w, b, groups, transposed):
     return G, C_out
 
 
+class Conv2dCache(NamedTuple):
+    """What conv2d_forward keeps for conv2d_backward."""
+
+    x_cols: object  # im2col(x), (N, C_in*kh*kw, H_out*W_out)
+    w: object
+    has_bias: bool
+    x_shape: tuple
+    stride: tuple
+    pad: tuple
+    dilation: tuple
+    groups: int
+
+
 def conv2d_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
     """out = conv2d(x, w) + b by im2col and one batched matrix product.
 
@@ -337,7 +358,7 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
     :param pad: zero padding, int or (ph, pw), >= 0
     :param dilation: spacing of the kernel taps, int or (dh, dw), >= 1
     :param groups: number of channel groups G; divides C_in and C_out
-    :return: ``(out, cache)``, out of shape (N, C_out, H_out, W_out)
+    :return: ``(out, cache)``, out of shape (N, C_out, H_out, W_out), cache a ``Conv2dCache``
     """
     G, C_out = _check_conv_inputs(x, w, b, groups, transposed=False)
     N, C_in, H, W = x.shape
@@ -353,19 +374,59 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
     if b is not None:
         out += b.reshape(1, C_out, 1, 1)
     # END SOLUTION
-    cache = (x_cols, w, b is not None, x.shape, stride, pad, dilation, G)
-    return out, cache
+    return out, Conv2dCache(x_cols, w, b is not None, x.shape, stride, pad, dilation, G)
 
 
-def conv2d_backward(dout, cache):
+def _fold_data_grad(dout, w, x_shape, stride, pad, dilation, G):
+    """col2im(W^T dY) for the images of ``dout``: the maths of ``conv_data_grad``."""
+    N, C_in, H, W = x_shape
+    C_out, _, kh, kw = w.shape
+    K = C_in // G * kh * kw
+    L = dout.shape[2] * dout.shape[3]
+    # BEGIN SOLUTION conv2d_backward
+    w_T = w.reshape(G, C_out // G, K).swapaxes(1, 2)  # (G, K, C_out/G), a view
+    dx_cols = w_T @ dout.reshape(N, G, C_out // G, L)  # dX = W^T dY: (N, G, K, L)
+    dx = col2im(dx_cols.reshape(N, C_in * kh * kw, L), x_shape, kh, kw, stride, pad, dilation)
+    # END SOLUTION
+    return dx
+
+
+def conv_data_grad(dout, w, x_shape, stride=1, pad=0, dilation=1, groups=1):
+    """dL/dx of conv2d given dL/d(out): ``col2im(w^T @ dout)``, the adjoint A^T applied to dout.
+
+    The same map is the forward of ``conv_transpose2d`` (with x in dout's place):
+    both call this one function. The images go a few at a time, so that the
+    columns W^T dY are still in the CPU cache when col2im folds them.
+
+    :param dout: (N, C_out, H_out, W_out), the gradient of conv2d's output
+    :param w: conv2d's weight, (C_out, C_in/groups, kh, kw)
+    :param x_shape: (N, C_in, H, W) of conv2d's input: the shape returned
+    :return: dx of shape ``x_shape``
+    """
+    xp = xp_of(dout, w)
+    G = _check_groups(groups)
+    dx = xp.empty(tuple(x_shape), dtype=dout.dtype)
+    one_image = (w[0].size * G) * dout.shape[2] * dout.shape[3] * dout.itemsize  # its dx_cols
+    step = max(1, _CHUNK_BYTES // (one_image or 1))
+    for n in range(0, x_shape[0], step):
+        part = dout[n : n + step]
+        dx[n : n + part.shape[0]] = _fold_data_grad(
+            part, w, (part.shape[0], *x_shape[1:]), stride, pad, dilation, G
+        )
+    return dx
+
+
+def conv2d_backward(dout, cache, needs_input_grad=(True, True, True)):
     """Gradients of conv2d: dx = col2im(w^T dout), dw = sum_n dout x_cols^T, db = sum dout.
 
     :param dout: upstream gradient, (N, C_out, H_out, W_out)
-    :param cache: what ``conv2d_forward`` returned
-    :return: ``(dx, dw, db)``; db is None when the forward had no bias
+    :param cache: the ``Conv2dCache`` of ``conv2d_forward``
+    :param needs_input_grad: (x, w, b) flags; a gradient nobody needs is not computed
+        (the first layer's dx, whose input is the image, costs a col2im for nothing)
+    :return: ``(dx, dw, db)``; None for a gradient not needed, and db None without bias
     """
     x_cols, w, has_bias, x_shape, stride, pad, dilation, G = cache
-    xp = xp_of(dout, w)
+    need_x, need_w, need_b = needs_input_grad
     N, C_in, H, W = x_shape
     C_out, _, kh, kw = w.shape
     check_ndim(dout, 4, "dout", "(N, C_out, H_out, W_out)")
@@ -373,23 +434,15 @@ def conv2d_backward(dout, cache):
     if dout.shape[:2] != (N, C_out) or dout.shape[2] * dout.shape[3] != L:
         raise ValueError(f"dout must have the shape of conv2d's output, got {dout.shape}")
     K = C_in // G * kh * kw
+    dx = conv_data_grad(dout, w, x_shape, stride, pad, dilation, G) if need_x else None
+    dw = db = None
     # BEGIN SOLUTION conv2d_backward
-    dout_mat = dout.reshape(N, G, C_out // G, L)
-    cols = x_cols.reshape(N, G, K, L)
-    # dW = sum_n dY[n] X[n]^T: the transposed view costs no copy, matmul reads it as is
-    dw = (dout_mat @ cols.swapaxes(2, 3)).sum(axis=0).reshape(w.shape)
-    # dX = W^T dY for every image and group, then back onto the pixels. A few images
-    # at a time, so that dx_cols is still in the CPU cache when col2im reads it.
-    w_T = w.reshape(G, C_out // G, K).swapaxes(1, 2)  # (G, K, C_out/G), a view
-    dx = xp.empty(x_shape, dtype=x_cols.dtype)
-    step = max(1, _CHUNK_BYTES // (x_cols[0].nbytes or 1))
-    for n in range(0, N, step):
-        dx_cols = w_T @ dout_mat[n : n + step]  # (m, G, K, L), m <= step images
-        m = dx_cols.shape[0]
-        dx[n : n + m] = col2im(
-            dx_cols.reshape(m, C_in * kh * kw, L), (m, C_in, H, W), kh, kw, stride, pad, dilation
-        )
-    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    if need_w:
+        # dW = sum_n dY[n] X[n]^T: the transposed view costs no copy, matmul reads it as is
+        dout_mat = dout.reshape(N, G, C_out // G, L)
+        dw = (dout_mat @ x_cols.reshape(N, G, K, L).swapaxes(2, 3)).sum(axis=0).reshape(w.shape)
+    if has_bias and need_b:
+        db = dout.sum(axis=(0, 2, 3))
     # END SOLUTION
     return dx, dw, db
 
@@ -446,6 +499,20 @@ def _transpose_geometry(x_shape, kh, kw, stride, pad, output_padding, dilation):
     return (sh, sw), (ph, pw), (dh, dw), (H_out, W_out), (oph // sh, opw // sw)
 
 
+class ConvTranspose2dCache(NamedTuple):
+    """What conv_transpose2d_forward keeps for conv_transpose2d_backward."""
+
+    x: object  # the input, padded with the zero rows/cols of a large output_padding
+    w: object
+    has_bias: bool
+    x_shape: tuple  # the unpadded input's shape
+    out_hw: tuple
+    stride: tuple
+    pad: tuple
+    dilation: tuple
+    groups: int
+
+
 def conv_transpose2d_forward(x, w, b=None, stride=1, pad=0, output_padding=0, dilation=1, groups=1):
     """out = conv2d's adjoint applied to x, plus b: w^T @ x, then col2im.
 
@@ -470,30 +537,28 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, pad=0, output_padding=0, di
     )
     if extra_h or extra_w:  # only when output_padding >= stride (allowed by a dilation)
         x = xp.pad(x, ((0, 0), (0, 0), (0, extra_h), (0, extra_w)))
-    K = C_out // G * kh * kw  # one column: a (C_out/G, kh, kw) block of output taps
-    L = x.shape[2] * x.shape[3]
     # BEGIN SOLUTION conv_transpose2d_forward
-    x_mat = x.reshape(N, G, C_in // G, L)
-    # conv2d's dx_cols = W^T dY, with x in the role of dY: (N, G, K, L)
-    cols = w.reshape(G, C_in // G, K).swapaxes(1, 2) @ x_mat
-    out = col2im(
-        cols.reshape(N, C_out * kh * kw, L), (N, C_out, H_out, W_out), kh, kw, stride, pad, dilation
-    )
+    # conv2d's data gradient, with x in the role of dout: out = A^T x
+    out = conv_data_grad(x, w, (N, C_out, H_out, W_out), stride, pad, dilation, G)
     if b is not None:
         out += b.reshape(1, C_out, 1, 1)
     # END SOLUTION
-    cache = (x, w, b is not None, (N, C_in, H, W), (H_out, W_out), stride, pad, dilation, G)
+    cache = ConvTranspose2dCache(
+        x, w, b is not None, (N, C_in, H, W), (H_out, W_out), stride, pad, dilation, G
+    )
     return out, cache
 
 
-def conv_transpose2d_backward(dout, cache):
+def conv_transpose2d_backward(dout, cache, needs_input_grad=(True, True, True)):
     """Gradients of conv_transpose2d: dx = conv2d(dout, w), dw = sum_n x im2col(dout)^T.
 
     :param dout: upstream gradient, (N, C_out, H_out, W_out)
-    :param cache: what ``conv_transpose2d_forward`` returned
-    :return: ``(dx, dw, db)``; db is None when the forward had no bias
+    :param cache: the ``ConvTranspose2dCache`` of ``conv_transpose2d_forward``
+    :param needs_input_grad: (x, w, b) flags; a gradient nobody needs is not computed
+    :return: ``(dx, dw, db)``; None for a gradient not needed, and db None without bias
     """
     x, w, has_bias, x_shape, (H_out, W_out), stride, pad, dilation, G = cache
+    need_x, need_w, need_b = needs_input_grad
     N, C_in, H, W = x_shape
     _, C_out_g, kh, kw = w.shape
     C_out = C_out_g * G
@@ -506,13 +571,15 @@ def conv_transpose2d_backward(dout, cache):
     K = C_out_g * kh * kw
     L = x.shape[2] * x.shape[3]  # x as padded in the forward, if it was
     # BEGIN SOLUTION conv_transpose2d_backward
+    dx = dw = db = None
     dout_cols = im2col(dout, kh, kw, stride, pad, dilation).reshape(N, G, K, L)
-    x_mat = x.reshape(N, G, C_in // G, L)
-    # dX = W dC: an ordinary conv2d of dout with the same weight
-    dx = (w.reshape(G, C_in // G, K) @ dout_cols).reshape(x.shape)[:, :, :H, :W]
-    # dW = sum_n X[n] dC[n]^T, laid out (C_in, C_out/G, kh, kw) like w
-    dw = (x_mat @ dout_cols.swapaxes(2, 3)).sum(axis=0).reshape(w.shape)
-    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    if need_x:  # dX = W dC: an ordinary conv2d of dout with the same weight
+        dx = (w.reshape(G, C_in // G, K) @ dout_cols).reshape(x.shape)[:, :, :H, :W]
+    if need_w:  # dW = sum_n X[n] dC[n]^T, laid out (C_in, C_out/G, kh, kw) like w
+        x_mat = x.reshape(N, G, C_in // G, L)
+        dw = (x_mat @ dout_cols.swapaxes(2, 3)).sum(axis=0).reshape(w.shape)
+    if has_bias and need_b:
+        db = dout.sum(axis=(0, 2, 3))
     # END SOLUTION
     return dx, dw, db
 

@@ -62,19 +62,34 @@ the plane, and dx[n, c, h, w] = dout[n, c] / (H W).
 Unpooling: max unpooling (SegNet) and bed of nails
 --------------------------------------------------
 Max unpooling takes pooled values x (N, C, H, W) and the pooling indices, and
-puts each value back where its maximum came from, zeros elsewhere. The output
-size defaults to the size the pooling came from, (H - 1)s - 2p + k:
+puts each value back where its maximum came from, zeros elsewhere:
 
-    out[n, c].flat[indices[n, c, h, w]] += x[n, c, h, w]
+    out[n, c].flat[indices[n, c, h, w]] = x[n, c, h, w]
+
+The output size defaults to (H - 1)s - 2p + k. That is the size the pooling
+came from only when s divides H_in + 2p - k; otherwise the pooling's floor
+dropped the last rows, and the default is smaller (a 5x5 map pooled with
+k = s = 2 is 2x2 and unpools to 4x4): pass ``output_size`` to get 5x5 back.
 
 SegNet keeps the encoder's indices for its decoder so that the boundaries the
 encoder found are put back in the right place; plain upsampling would smear
-them. With non-overlapping pooling (s = k, SegNet's case) no index repeats;
-where windows overlap two entries may name one pixel, and tinyseg *adds* them
-(PyTorch keeps an unspecified one). With the sum the op is linear, out = P x
-with P a 0/1 matrix, and its backward is P^T, a gather:
+them. With non-overlapping pooling (s = k, SegNet's case) no index repeats.
+Where windows overlap (k > s) one pixel can be the maximum of two windows, so
+two entries of x name it. As PyTorch, the pixel is written, not summed: the
+last entry in row-major order wins (for max-pooling indices both entries hold
+the same value, so the pixel gets that value once; a sum would double it).
 
-    dx[n, c, h, w] = dout[n, c].flat[indices[n, c, h, w]]
+Backward, derived. Let last(q) be the entry that wins pixel q. Then
+out[q] = x[last(q)], so d out[q] / d x[j] = [j = last(q)]: an entry that was
+overwritten does not reach the output at all, and its gradient is 0,
+
+    dx[n, c, h, w] = dout[n, c].flat[indices[n, c, h, w]] * [entry (h, w) won its pixel]
+
+a gather, masked (gradcheck, which perturbs one entry at a time, agrees).
+PyTorch's backward omits the mask and hands dout to every entry, so after
+max_pool2d the duplicated pixel receives dout twice; tinyseg's mask gives
+the composite unpool(max_pool(x)) its true gradient, dout once. Without
+repeated indices the mask is all ones and the two agree.
 
 "Bed of nails" unpooling needs no indices: each value goes to the top-left
 corner of its s x s block,
@@ -84,7 +99,15 @@ corner of its s x s block,
 Nearest-neighbour resize
 ------------------------
 Output pixel (ho, wo) copies the input pixel (src(ho), src(wo)) with PyTorch's
-rule src(d) = floor(d * in / out), computed exactly in integers. Several output
+rule, evaluated as PyTorch does in float32:
+
+    scale = float32(in) / float32(out),   src(d) = min(floor(float32(d) * scale), in - 1)
+
+This is not the exact integer floor(d * in / out): float32 rounding can push
+d * scale just below an integer (2 -> 82: d = 41 gives 0.99999994, so src = 0
+where the exact rule says 1). tinyseg matches PyTorch, rounding and all (the
+tests pin it on float32 maps; on float64 maps PyTorch's CPU kernel switches to
+partly double arithmetic for large outputs, so there it is not one rule). Several output
 pixels may copy one input pixel (upsampling), so the backward adds: dx receives
 the sum of dout over every output pixel that copied it (``scatter_add``).
 
@@ -125,6 +148,10 @@ upsample_nearest2d / bilinear_resize2d:  (N, C, H, W) -> (N, C, size[0], size[1]
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numpy
+
 from ..backend import scatter_add, xp_of
 from ..validate import check_bool, check_float, check_ndim, check_same_shape, pair
 from .conv import col2im, conv_output_size, im2col
@@ -155,6 +182,21 @@ def _pool_geometry(x_shape, kernel_size, stride, pad):
 def _check_input(x):
     check_ndim(x, 4, "x", "(N, C, H, W)")
     check_float(x, "x")
+
+
+def plane_scatter_add(shape, flat_index, values):
+    """zeros(shape) with ``values`` (N, C, L) added at ``flat_index`` (broadcasts to (N, C, L)).
+
+    ``flat_index`` is a position h*W + w inside each (n, c) plane of
+    ``shape = (N, C, H, W)``; repeated positions add (``backend.scatter_add``).
+    The nearest resize's backward and max unpooling both scatter into planes.
+    """
+    xp = xp_of(values)
+    N, C, H, W = shape
+    plane_start = (xp.arange(N * C, dtype=xp.int64) * (H * W)).reshape(N, C, 1)
+    out = xp.zeros(shape, dtype=values.dtype)
+    scatter_add(out, plane_start + flat_index, values)
+    return out
 
 
 
@@ -389,6 +431,33 @@ def _check_unpool_inputs(x, indices, kernel_size, stride, pad, output_size):
     return H_out, W_out
 
 
+class MaxUnpool2dCache(NamedTuple):
+    indices: object  # int64 (N, C, H, W)
+    won: object  # bool (N, C, H, W): this entry is the last write to its pixel
+    x_shape: tuple
+
+
+def last_writer(flat_index, plane_size: int):
+    """Bool mask (N, C, L): entry l is the last, in order, of the entries naming its pixel.
+
+    ``flat_index`` (N, C, L) positions in planes of ``plane_size``. Sorting the
+    key (pixel, l) brings the entries of one pixel together in their order; the
+    last of each run wins. (A scatter with repeated indices has no defined
+    order on a GPU, so the order is made explicit.)
+    """
+    xp = xp_of(flat_index)
+    N, C, L = flat_index.shape
+    plane = (xp.arange(N * C, dtype=xp.int64) * plane_size).reshape(N, C, 1)
+    pixel = (plane + flat_index).reshape(-1)
+    order = xp.argsort(pixel * L + xp.arange(pixel.size, dtype=xp.int64) % L)
+    sorted_pixel = pixel[order]
+    last_of_run = xp.ones(pixel.shape, dtype=bool)
+    last_of_run[:-1] = sorted_pixel[:-1] != sorted_pixel[1:]
+    won = xp.zeros(pixel.shape, dtype=bool)
+    won[order] = last_of_run
+    return won.reshape(N, C, L)
+
+
 def max_unpool2d_forward(x, indices, kernel_size, stride=None, pad=0, output_size=None):
     """Scatter each value to its pooling index in a zero plane (SegNet's decoder).
 
@@ -398,35 +467,37 @@ def max_unpool2d_forward(x, indices, kernel_size, stride=None, pad=0, output_siz
     :param stride: int or (sh, sw); None means kernel_size.
     :param pad: int or (ph, pw) of that pooling.
     :param output_size: (H_out, W_out) or (N, C, H_out, W_out); None means
-        (H-1)*stride - 2*pad + kernel_size. Repeated indices add.
+        (H-1)*stride - 2*pad + kernel_size. A repeated index is written once:
+        the last entry in row-major order wins, as in PyTorch.
     :returns: ``(out, cache)``, out (N, C, H_out, W_out).
     """
     H_out, W_out = _check_unpool_inputs(x, indices, kernel_size, stride, pad, output_size)
     xp = xp_of(x, indices)
     indices = indices.astype(xp.int64, copy=False)  # uint + int would give float positions
     N, C = x.shape[:2]
+    flat = indices.reshape(N, C, -1)
+    won = last_writer(flat, H_out * W_out).reshape(x.shape)
     # BEGIN SOLUTION max_unpool2d_forward
-    out = xp.zeros((N, C, H_out * W_out), dtype=x.dtype)
-    plane_start = (xp.arange(N * C, dtype=xp.int64) * (H_out * W_out)).reshape(N, C, 1)
-    scatter_add(out, plane_start + indices.reshape(N, C, -1), x)
-    out = out.reshape(N, C, H_out, W_out)
+    # the winners name distinct pixels, so adding them is writing them
+    kept = xp.where(won, x, 0).reshape(N, C, -1)
+    out = plane_scatter_add((N, C, H_out, W_out), flat, kept)
     # END SOLUTION
-    return out, (indices, x.shape)
+    return out, MaxUnpool2dCache(indices, won, x.shape)
 
 
 def max_unpool2d_backward(dout, cache):
-    """dx: dout read back at each index (a gather, the transpose of the scatter).
+    """dx: dout read back at each index (a gather), 0 for an entry another one overwrote.
 
     :param dout: (N, C, H_out, W_out).
     :param cache: from ``max_unpool2d_forward``.
     :returns: dx (N, C, H, W); the indices get no gradient.
     """
-    indices, x_shape = cache
+    indices, won, x_shape = cache
     xp = xp_of(dout)
     N, C = x_shape[:2]
     # BEGIN SOLUTION max_unpool2d_backward
     dx = xp.take_along_axis(dout.reshape(N, C, -1), indices.reshape(N, C, -1), axis=2)
-    dx = dx.reshape(x_shape)
+    dx = xp.where(won, dx.reshape(x_shape), 0)  # an overwritten entry reaches nothing
     # END SOLUTION
     return dx
 
@@ -441,8 +512,8 @@ def max_unpool2d_naive(x, indices, kernel_size, stride=None, pad=0, output_size=
         for c in range(C):
             for h in range(H):
                 for w in range(W):
-                    where = int(indices[n, c, h, w])
-                    out[n, c, where // W_out, where % W_out] += x[n, c, h, w]
+                    where = int(indices[n, c, h, w])  # row-major: the last write wins
+                    out[n, c, where // W_out, where % W_out] = x[n, c, h, w]
     return out
 
 
@@ -494,8 +565,21 @@ def bed_of_nails_unpool2d_naive(x, stride):
 # ----- nearest-neighbour resize ----------------------------------------------------
 
 
+def nearest_source(n_in: int, n_out: int, xp):
+    """src(d) for d < n_out, PyTorch's float32 rule: min(floor(d * (in/out)), in - 1), int64."""
+    scale = xp.float32(n_in) / xp.float32(n_out)
+    src = xp.floor(xp.arange(n_out, dtype=xp.float32) * scale).astype(xp.int64)
+    return xp.minimum(src, n_in - 1)
+
+
+class NearestCache(NamedTuple):
+    src_h: object  # (H_out,) the source row of each output row
+    src_w: object
+    x_shape: tuple
+
+
 def upsample_nearest2d_forward(x, size):
-    """Nearest-neighbour resize to ``size``: out[ho, wo] = x[floor(ho*H/H_out), floor(wo*W/W_out)].
+    """Nearest-neighbour resize to ``size``: out[ho, wo] = x[src(ho), src(wo)] (PyTorch's rule).
 
     :param x: input (N, C, H, W), floating point.
     :param size: int or (H_out, W_out).
@@ -505,10 +589,9 @@ def upsample_nearest2d_forward(x, size):
     H_out, W_out = pair(size, "size", minimum=1)
     xp = xp_of(x)
     H, W = x.shape[2:]
-    src_h = (xp.arange(H_out, dtype=xp.int64) * H) // H_out  # exact integer floor
-    src_w = (xp.arange(W_out, dtype=xp.int64) * W) // W_out
+    src_h, src_w = nearest_source(H, H_out, xp), nearest_source(W, W_out, xp)
     out = x[:, :, src_h[:, None], src_w[None, :]]
-    return out, (src_h, src_w, x.shape)
+    return out, NearestCache(src_h, src_w, x.shape)
 
 
 def upsample_nearest2d_backward(dout, cache):
@@ -519,13 +602,9 @@ def upsample_nearest2d_backward(dout, cache):
     :returns: dx (N, C, H, W).
     """
     src_h, src_w, x_shape = cache
-    xp = xp_of(dout)
-    N, C, H, W = x_shape
-    source = (src_h[:, None] * W + src_w[None, :]).reshape(1, -1)  # flat source of each output
-    plane_start = (xp.arange(N * C, dtype=xp.int64) * (H * W)).reshape(-1, 1)
-    dx = xp.zeros(x_shape, dtype=dout.dtype)
-    scatter_add(dx, plane_start + source, dout)
-    return dx
+    W = x_shape[3]
+    source = (src_h[:, None] * W + src_w[None, :]).reshape(1, 1, -1)  # flat source of each output
+    return plane_scatter_add(x_shape, source, dout.reshape(*x_shape[:2], -1))
 
 
 def upsample_nearest2d_naive(x, size):
@@ -535,13 +614,43 @@ def upsample_nearest2d_naive(x, size):
     xp = xp_of(x)
     N, C, H, W = x.shape
     out = xp.zeros((N, C, H_out, W_out), dtype=x.dtype)
+    scale_h = numpy.float32(H) / numpy.float32(H_out)
+    scale_w = numpy.float32(W) / numpy.float32(W_out)
     for ho in range(H_out):
+        y = min(int(numpy.floor(numpy.float32(ho) * scale_h)), H - 1)  # float32, as PyTorch
         for wo in range(W_out):
-            out[:, :, ho, wo] = x[:, :, ho * H // H_out, wo * W // W_out]
+            z = min(int(numpy.floor(numpy.float32(wo) * scale_w)), W - 1)
+            out[:, :, ho, wo] = x[:, :, y, z]
     return out
 
 
 # ----- bilinear resize -------------------------------------------------------------
+
+
+def interpolation_matrix(coord, n_in: int, share=None):
+    """Linear-interpolation rows: A (..., n_in) with A[r] = sum_s share[r, s] * tent(coord[r, s]).
+
+    ``coord`` (..., S) holds S source coordinates per row r (each >= 0; pixel h
+    has its value at h), ``share`` (..., S) each sample's weight (default 1).
+    A sample at c puts 1 - lambda on floor(c) and lambda = c - floor(c) on
+    floor(c) + 1; at or past the last pixel, all its weight on pixel n_in - 1.
+    Bilinear resize (one sample per row), RoIAlign (the mean of a bin's
+    samples) and pasting masks all read ``Y = A_h X A_w^T`` (module docstring).
+    """
+    xp = xp_of(coord)
+    low = xp.floor(coord)
+    at_edge = low >= n_in - 1  # past the last pixel: both taps are pixel n_in - 1
+    low = xp.where(at_edge, n_in - 1, low)
+    frac = xp.where(at_edge, 0, coord - low)  # weight of the higher tap
+    low = low.astype(xp.int64)
+    high = xp.where(at_edge, low, low + 1)
+    share = xp.ones_like(coord) if share is None else share
+    rows = coord.shape[:-1]
+    A = xp.zeros(rows + (n_in,), dtype=coord.dtype)
+    row_start = (xp.arange(A.size // n_in, dtype=xp.int64) * n_in).reshape(rows + (1,))
+    scatter_add(A, row_start + low, (1 - frac) * share)
+    scatter_add(A, row_start + high, frac * share)
+    return A
 
 
 def bilinear_resize2d_forward(x, size, align_corners=False):
@@ -566,15 +675,7 @@ def bilinear_resize2d_forward(x, size, align_corners=False):
             src = dst * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
         else:
             src = xp.maximum((dst + 0.5) * (n_in / n_out) - 0.5, 0.0)
-        i0 = xp.floor(src)
-        lam = src - i0  # weight of the right/lower neighbour
-        i0 = xp.minimum(i0.astype(xp.int64), n_in - 1)
-        i1 = xp.minimum(i0 + 1, n_in - 1)  # past the edge both taps are the last pixel
-        A = xp.zeros((n_out, n_in), dtype=x.dtype)
-        rows = xp.arange(n_out)
-        A[rows, i0] += 1 - lam  # one entry per row in each statement: no repeated writes
-        A[rows, i1] += lam
-        matrices.append(A)
+        matrices.append(interpolation_matrix(src[:, None], n_in))  # one sample per row
     A_h, A_w = matrices
     out = A_h @ x @ A_w.T
     # END SOLUTION

@@ -98,7 +98,8 @@ g_h g_w samples factors into (1/g_h)(1/g_w), and the double sum splits:
 
     out[k, c] = Ay[k] @ x[b_k, c] @ Ax[k]^T                     (PH, H)(H, W)(W, PW)
 
-the same form as a bilinear resize (``pool.py``), with one pair of matrices
+the same form as a bilinear resize (``pool.py``; both build their matrices with
+``pool.interpolation_matrix``), with one pair of matrices
 per RoI. If a grid is empty (g <= 0, only possible with aligned=True and a
 box of size <= 0) the row of that matrix is zero and the output is 0, as the
 max(g_h g_w, 1) rule says. The code builds Ay for all K RoIs at once: the
@@ -145,6 +146,7 @@ import numbers
 
 from ..backend import scatter_add, to_numpy, xp_of
 from ..validate import check_float, check_ndim, pair
+from .pool import interpolation_matrix
 
 # Elements of one masked RoIPool chunk: a few tens of MB, whatever K is.
 _POOL_CHUNK_ELEMENTS = 1 << 22
@@ -288,10 +290,9 @@ def _align_axis_matrix(start, size, grid, n_bins, n_in):
     """
     xp = xp_of(start)
     K, dtype = start.shape[0], start.dtype
-    A = xp.zeros((K, n_bins, n_in), dtype=dtype)
     g_max = int(grid.max()) if K else 0  # shape of the sample axis: one host read
     if g_max <= 0:
-        return A
+        return xp.zeros((K, n_bins, n_in), dtype=dtype)
     bin_size = (size / n_bins)[:, None, None]
     g = xp.maximum(grid, 1).astype(dtype)[:, None, None]
     p = xp.arange(n_bins, dtype=dtype)[None, :, None]
@@ -300,17 +301,8 @@ def _align_axis_matrix(start, size, grid, n_bins, n_in):
     coord = start[:, None, None] + p * bin_size + (i + 0.5) * bin_size / g
     counts = (i < grid[:, None, None]) & (coord >= -1) & (coord <= n_in)  # else adds 0
     coord = xp.clip(coord, 0, n_in)  # negative -> 0; the upper clip only keeps ints small
-    low = xp.floor(coord)
-    at_edge = low >= n_in - 1  # past the last row: both taps are row n_in - 1
-    low = xp.where(at_edge, n_in - 1, low)
-    frac = xp.where(at_edge, 0, coord - low)  # weight of the higher tap
-    low = low.astype(xp.int64)
-    high = xp.where(at_edge, low, low + 1)
     share = counts / g  # each counted sample is 1/g of the bin's mean on this axis
-    row_start = (xp.arange(K)[:, None, None] * n_bins + p.astype(xp.int64)) * n_in
-    scatter_add(A, row_start + low, (1 - frac) * share)
-    scatter_add(A, row_start + high, frac * share)
-    return A
+    return interpolation_matrix(coord, n_in, share)
 
 
 def _roi_geometry(rois, scale, aligned):
