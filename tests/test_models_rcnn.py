@@ -16,7 +16,8 @@ from test_models_retinanet import _device, _host, _images  # shared helpers
 
 import tinyseg as ts
 from tinyseg import backend
-from tinyseg.boxes import BoxCoder, anchor_grid, box_iou
+from tinyseg.anchors import BoxCoder, anchor_grid
+from tinyseg.boxes import box_iou
 from tinyseg.models import MODELS, build_model
 from tinyseg.models.rcnn import FasterRCNN, MaskRCNN, TrainingRoIs, paste_masks
 from tinyseg.nn import init
