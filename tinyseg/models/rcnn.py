@@ -82,11 +82,11 @@ from itertools import accumulate
 
 from .. import backend
 from ..anchors import anchor_grid, step_generator
-from ..validate import check_int
+from ..validate import check_fraction, check_int
 from .detection import AnchorDetector
 from .fpn import FeaturePyramid
 from .roi_heads import BoxHead, MaskHead, RoIHeads, TrainingRoIs, check_masks, paste_masks
-from .rpn import RegionProposalNetwork, RPNHead
+from .rpn import RegionProposalNetwork, RPNHead, train_test_pair
 
 # BoxHead, MaskHead, RPNHead, FeaturePyramid, TrainingRoIs and paste_masks live in rpn.py,
 # roi_heads.py and fpn.py; they stay importable from here, where they were first.
@@ -170,6 +170,10 @@ class FasterRCNN(AnchorDetector):
                              f"{fpn_canonical_size!r}")
         self.fpn_canonical_size = float(fpn_canonical_size)
         self.num_anchors //= self.fpn_levels  # anchors per cell on each level
+        # checked here too, so that a message names the argument as FasterRCNN spells it
+        rpn_pre_nms_top_n = train_test_pair(rpn_pre_nms_top_n, "rpn_pre_nms_top_n")
+        rpn_post_nms_top_n = train_test_pair(rpn_post_nms_top_n, "rpn_post_nms_top_n")
+        check_fraction(rpn_nms_thresh, "rpn_nms_thresh")
         c = self.widths[-1]
         if self.fpn_levels > 1:
             self.fpn = FeaturePyramid(self.widths[-self.fpn_levels:], c)
