@@ -1,4 +1,4 @@
-"""tinyseg.boxes: formats, IoU/GIoU, NMS, anchors, BoxCoder, Matcher, sampler.
+"""tinyseg.boxes (formats, IoU/GIoU, NMS) and tinyseg.anchors (anchors, BoxCoder, Matcher, sampler).
 
 Each function is pinned to the conventions of docs/conventions.md (section "Boxes") and
 to examples worked by hand; the fast NMS is tied to the plain-loop ``nms_naive`` on random inputs
@@ -17,9 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from opcheck import FEW
 
+from tinyseg import anchors as anchors_module
 from tinyseg import backend
-from tinyseg.backend import to_numpy
-from tinyseg.boxes import (
+from tinyseg import boxes as boxes_module
+from tinyseg.anchors import (
     BELOW_LOW_THRESHOLD,
     BETWEEN_THRESHOLDS,
     DEFAULT_BBOX_XFORM_CLIP,
@@ -27,11 +28,14 @@ from tinyseg.boxes import (
     BoxCoder,
     Matcher,
     anchor_grid,
+    cell_anchors,
+)
+from tinyseg.backend import to_numpy
+from tinyseg.boxes import (
     batched_nms,
     box_area,
     box_convert,
     box_iou,
-    cell_anchors,
     clip_boxes_to_image,
     generalized_box_iou,
     nms,
@@ -825,3 +829,28 @@ def test_torchvision_oracle_coder_matcher_anchors(xp):
         to_numpy(anchor_grid((3, 5), (8, 16), (32, 64), (0.5, 1.0, 2.0), device=device_of(xp))),
         expected_grid.numpy(),
     )
+
+
+# ----- the split: anchors.py and what boxes.py still exports ------------------------------------
+
+
+def test_boxes_still_exports_what_moved_to_anchors():
+    for name in ("BELOW_LOW_THRESHOLD", "BETWEEN_THRESHOLDS", "DEFAULT_BBOX_XFORM_CLIP",
+                 "BalancedPositiveNegativeSampler", "BoxCoder", "Matcher", "anchor_grid",
+                 "cell_anchors"):
+        assert name in anchors_module.__all__
+        assert getattr(boxes_module, name) is getattr(anchors_module, name), name
+    with pytest.raises(AttributeError, match="no_such_name"):
+        boxes_module.no_such_name  # noqa: B018
+
+
+def test_step_generator_follows_numpys_global_stream():
+    """Reseeding the global stream (as seed_everything does every epoch) replays the draws."""
+    numpy.random.seed(11)
+    first = [anchors_module.step_generator().random(3) for _ in range(2)]
+    numpy.random.seed(11)
+    again = [anchors_module.step_generator().random(3) for _ in range(2)]
+    numpy.testing.assert_array_equal(first[0], again[0])
+    numpy.testing.assert_array_equal(first[1], again[1])
+    assert not numpy.array_equal(first[0], first[1])  # each step gets its own stream
+

@@ -16,9 +16,12 @@ from test_models_retinanet import _device, _host, _images  # shared helpers
 
 import tinyseg as ts
 from tinyseg import backend
-from tinyseg.boxes import BoxCoder, anchor_grid, box_iou
+from tinyseg.anchors import BoxCoder, anchor_grid
+from tinyseg.boxes import box_iou
 from tinyseg.models import MODELS, build_model
+from tinyseg.models.fpn import MultiScaleRoIAlign, roi_levels
 from tinyseg.models.rcnn import FasterRCNN, MaskRCNN, TrainingRoIs, paste_masks
+from tinyseg.models.roi_heads import fastrcnn_loss, mask_targets
 from tinyseg.nn import init
 
 # stride 4, two anchor sizes, small heads
@@ -45,6 +48,11 @@ def _tiny(xp, cls=MaskRCNN, seed=0, **options):
     return cls(**{**TINY, **options}).to(_device(xp))
 
 
+def _mask_targets(model, rois, matched, masks):
+    heads = model.roi_heads
+    return mask_targets(rois, matched, masks, heads.mask_size, heads.sampling_ratio)
+
+
 def xp_asarray(a):
     return numpy.asarray(a)
 
@@ -59,7 +67,7 @@ def test_default_models_and_registry(xp):
     model = build_model("maskrcnn").to(_device(xp))
     assert model.task == "detection" and model.masks and model.stride == 8
     assert model.num_anchors == 12 and model.output_size(128, 128) == (16, 16)
-    objectness, deltas = model.rpn_outputs(model.backbone(_images(xp, (2, 3, 64, 64))))
+    objectness, deltas = model.rpn.head_outputs(model.backbone(_images(xp, (2, 3, 64, 64))))
     assert objectness.shape == (2, 8 * 8 * 12) and deltas.shape == (2, 8 * 8 * 12, 4)
     assert not build_model("fasterrcnn").masks
     assert not hasattr(build_model("fasterrcnn"), "mask_head")
@@ -78,8 +86,8 @@ def test_rpn_outputs_follow_the_anchor_order(xp):
     """Row (i*W + j)*A + a of the outputs is channel a (4a..4a+3) of the 1x1 convs at (i, j)."""
     model = _tiny(xp, FasterRCNN, aspect_ratios=(0.5, 1.0, 2.0))
     features = model.backbone(_images(xp, (1, 3, 16, 24)))
-    logits, deltas = (_host(t) for t in model.rpn(features))
-    objectness, flat = (_host(t) for t in model.rpn_outputs(features))
+    logits, deltas = (_host(t) for t in model.rpn.head(features))
+    objectness, flat = (_host(t) for t in model.rpn.head_outputs(features))
     a_count, w = model.num_anchors, 6
     for i, j, a in [(0, 0, 0), (2, 5, 3), (3, 1, 5)]:
         row = (i * w + j) * a_count + a
@@ -100,7 +108,7 @@ def test_propose_by_hand(xp):
                                      dtype=numpy.float64))
     scores = xp.asarray(numpy.array([[0.9, 0.8, 0.7, 0.6, 0.5, 0.95]]))
     deltas = xp.zeros((1, 6, 4))
-    (proposals,) = model.propose(scores, deltas, anchors, (32, 32))
+    (proposals,) = model.rpn.propose(scores, deltas, anchors, (32, 32))
     # top 5 by score: 5, 0, 1, 2, 3; anchor 1 overlaps 0 at IoU 9/11 > 0.7; anchor 3 clips to
     # (0, 0, 6, 6); post-NMS top 3: 5, 0, 2
     numpy.testing.assert_allclose(_host(proposals), [[0, 20, 8, 30], [0, 0, 10, 10],
@@ -110,9 +118,9 @@ def test_propose_by_hand(xp):
 def test_propose_clips_filters_and_limits(xp):
     model = _tiny(xp, FasterRCNN).train()
     features = model.backbone(_images(xp, (2, 3, 32, 32)))
-    objectness, deltas = model.rpn_outputs(features)
+    objectness, deltas = model.rpn.head_outputs(features)
     anchors = model.anchors(32, 32, _device(xp))
-    proposals = model.propose(objectness, deltas, anchors, (32, 32))
+    proposals = model.rpn.propose(objectness, deltas, anchors, (32, 32))
     assert len(proposals) == 2
     for p in proposals:
         p = _host(p)
@@ -122,7 +130,7 @@ def test_propose_clips_filters_and_limits(xp):
         iou = _host(box_iou(xp.asarray(p), xp.asarray(p)))
         assert (iou[numpy.triu_indices(len(p), 1)] <= 0.7).all()
     model.eval()
-    assert all(len(p) <= 8 for p in model.propose(objectness, deltas, anchors, (32, 32)))
+    assert all(len(p) <= 8 for p in model.rpn.propose(objectness, deltas, anchors, (32, 32)))
 
 
 # ----- the RPN loss -------------------------------------------------------------------------------
@@ -156,18 +164,17 @@ def test_rpn_loss_matches_plain_loops():
     objectness = rng.standard_normal((2, k))
     deltas = 0.3 * rng.standard_normal((2, k, 4))
     boxes = [numpy.array([[4.0, 6, 20, 22], [18, 12, 30, 30]]), numpy.zeros((0, 4))]
-    model.rpn_sampler.rng = numpy.random.default_rng(0)
-    losses = model.rpn_loss(ts.Tensor(objectness), ts.Tensor(deltas), anchors, boxes)
+    losses = model.rpn.compute_loss(ts.Tensor(objectness), ts.Tensor(deltas), anchors, boxes,
+                                    rng=numpy.random.default_rng(0))
     # the same sample again, to know which anchors were drawn
-    model.rpn_sampler.rng = numpy.random.default_rng(0)
     labels = []
     for gt in boxes:
         if len(gt) == 0:
             labels.append(numpy.zeros(k, numpy.int64))
             continue
-        m = model.rpn_matcher(box_iou(gt, anchors))
+        m = model.rpn.proposal_matcher(box_iou(gt, anchors))
         labels.append(numpy.where(m >= 0, 1, numpy.where(m == -1, 0, -1)))
-    pos, neg = model.rpn_sampler(labels)
+    pos, neg = model.rpn.fg_bg_sampler(labels, numpy.random.default_rng(0))
     pos, neg = numpy.stack(pos), numpy.stack(neg)
     assert pos.sum() + neg.sum() == 20 and pos[1].sum() == 0  # 10 per image, image 1 empty
     bce, box = _rpn_loss_by_hand(model, objectness, deltas, anchors, boxes, pos, neg)
@@ -186,8 +193,8 @@ def test_rpn_loss_gradcheck(xp):
     weights = [1.3, -0.7]  # a random upstream gradient for each term
 
     def loss(o, d):
-        model.rpn_sampler.rng = numpy.random.default_rng(0)  # the same sample every call
-        terms = model.rpn_loss(o, d, anchors, boxes)
+        # the same sample every call
+        terms = model.rpn.compute_loss(o, d, anchors, boxes, rng=numpy.random.default_rng(0))
         return terms["loss_objectness"] * weights[0] + terms["loss_rpn_box_reg"] * weights[1]
 
     assert ts.gradcheck(loss, (objectness, deltas))
@@ -201,7 +208,7 @@ def test_select_training_rois(xp):
                  xp.asarray(numpy.array([[20.0, 20, 30, 30]]))]
     boxes = [xp.asarray(t["boxes"].astype(numpy.float64)) for t in TARGETS]
     labels = [xp.asarray(t["labels"]) for t in TARGETS]
-    s = model.select_training_rois(proposals, boxes, labels)
+    s = model.roi_heads.select_training_samples(proposals, boxes, labels)
     rois, lab, targets, matched = (_host(v) for v in s)
     image0 = rois[:, 0] == 0
     # image 0: 4 proposals + 2 ground truths; 4 positives (proposals 0 and 2, both gts), of
@@ -221,7 +228,7 @@ def test_select_training_rois(xp):
 
 
 def test_box_loss_matches_plain_loops_and_gradcheck(xp):
-    model = _tiny(xp, FasterRCNN)
+    # fastrcnn_loss is a free function: no model needed
     rng = numpy.random.default_rng(2)
     labels = numpy.array([2, 0, 3, 1, 0])
     box_targets = numpy.where((labels > 0)[:, None], rng.standard_normal((5, 4)), 0)
@@ -229,7 +236,8 @@ def test_box_loss_matches_plain_loops_and_gradcheck(xp):
                            xp.asarray(numpy.where(labels > 0, 0, -1)))
     logits = rng.standard_normal((5, 4))
     deltas = rng.standard_normal((5, 12))
-    terms = model.box_loss(ts.Tensor(xp.asarray(logits)), ts.Tensor(xp.asarray(deltas)), sampled)
+    terms = fastrcnn_loss(ts.Tensor(xp.asarray(logits)), ts.Tensor(xp.asarray(deltas)),
+                          sampled.labels, sampled.box_targets)
     ce = box = 0.0
     for r in range(5):
         ce += -(logits[r, labels[r]] - math.log(numpy.exp(logits[r]).sum()))
@@ -240,7 +248,7 @@ def test_box_loss_matches_plain_loops_and_gradcheck(xp):
     assert terms["loss_box_reg"].item() == pytest.approx(box / 5, rel=1e-10)
 
     def loss(z, d):
-        t = model.box_loss(z, d, sampled)
+        t = fastrcnn_loss(z, d, sampled.labels, sampled.box_targets)
         return t["loss_classifier"] * 0.8 + t["loss_box_reg"] * -1.7
 
     args = (ts.Tensor(xp.asarray(logits), requires_grad=True),
@@ -254,7 +262,7 @@ def test_mask_targets_of_a_rectangle(xp):
     mask = numpy.zeros((1, 64, 64), dtype=bool)
     mask[0, 8:36, 16:44] = True  # the box (16, 8, 44, 36), 28x28 pixels
     rois = xp.asarray(numpy.array([[0.0, 16, 8, 44, 36], [0.0, 2, 8, 58, 36]]))
-    targets = _host(model.mask_targets(rois, xp.asarray(numpy.array([0, 0])), [xp.asarray(mask)]))
+    targets = _host(_mask_targets(model, rois, xp.asarray(numpy.array([0, 0])), [xp.asarray(mask)]))
     assert targets.shape == (2, 28, 28)
     # the RoI is the box: all inside, but the outer samples (a quarter pixel from the edge)
     # interpolate with the pixel outside: (0.75 + 1) / 2 on the border, 0.875^2-ish corners
@@ -301,7 +309,7 @@ def test_mask_target_then_paste_gives_the_mask_back(xp):
     yy, xx = numpy.mgrid[:64, :64]
     disc = ((yy - 30.5) ** 2 + (xx - 25.5) ** 2 <= 15 ** 2)[None]
     box = numpy.array([[10.0, 15, 41, 46]])  # the disc's tight box
-    target = model.mask_targets(xp.asarray(numpy.concatenate([[[0.0]], box], 1)),
+    target = _mask_targets(model, xp.asarray(numpy.concatenate([[[0.0]], box], 1)),
                                 xp.asarray(numpy.array([0])), [xp.asarray(disc)])
     back = _host(paste_masks(target, xp.asarray(box), (64, 64)))
     iou = (back & disc).sum() / (back | disc).sum()
@@ -320,15 +328,15 @@ def test_mask_loss_gradcheck(xp):
         xp.asarray(numpy.array([0, 1, 2, -1])))
 
     def loss(f):
-        return model.mask_loss(f, sampled, masks) * 1.9
+        return model.roi_heads.mask_loss(f, sampled, masks) * 1.9
 
     assert ts.gradcheck(loss, (features,))
     # by hand: the mean BCE of the true class's channel against the RoIAligned targets
-    value = model.mask_loss(features, sampled, masks).item()
+    value = model.roi_heads.mask_loss(features, sampled, masks).item()
     pos = sampled.rois[:3]
-    logits = _host(model.mask_head(model.roi_features(features, pos, model.mask_roi_size)))
+    logits = _host(model.roi_heads.mask_head(model.roi_heads.mask_roi_pool(features, pos)))
     logits = logits[[0, 1, 2], [0, 2, 1]]
-    targets = _host(model.mask_targets(pos, xp.asarray(numpy.array([0, 1, 2])), masks))
+    targets = _host(_mask_targets(model, pos, xp.asarray(numpy.array([0, 1, 2])), masks))
     p = 1 / (1 + numpy.exp(-logits))
     expected = -(targets * numpy.log(p) + (1 - targets) * numpy.log(1 - p)).mean()
     assert value == pytest.approx(expected, rel=1e-9)
@@ -448,10 +456,10 @@ def test_fpn_levels_anchors_and_rpn_layout(xp):
     fine = _host(anchor_grid((8, 12), 4, (6, 10), (1.0,), device=_device(xp)))
     coarse = _host(anchor_grid((4, 6), 8, (16, 24), (1.0,), device=_device(xp)))
     numpy.testing.assert_array_equal(anchors, numpy.concatenate([fine, coarse]))
-    objectness, deltas = model.rpn_outputs(levels)
+    objectness, deltas = model.rpn.head_outputs(levels)
     assert objectness.shape == (2, len(anchors)) and deltas.shape == (2, len(anchors), 4)
     # the coarse level's rows follow the fine level's, in per_anchor order
-    logits, _ = model.rpn(levels[1])
+    logits, _ = model.rpn.head(levels[1])
     numpy.testing.assert_array_equal(_host(objectness)[:, 8 * 12 * 2:],
                                      _host(model.per_anchor(logits, 1))[..., 0])
 
@@ -482,13 +490,15 @@ def test_fpn_roi_levels_and_multilevel_roi_align(xp):
     boxes = xp.asarray(numpy.array([[0.0, 0, 8, 8], [0, 0, 15.9, 16], [0, 0, 16, 16],
                                     [2, 2, 40, 30], [4, 4, 5, 5]]))
     # sqrt(area) 8, ~15.95, 16, ~33.8, 1 against canonical 16: fine, fine, coarse, coarse, fine
-    assert _host(model.roi_levels(boxes)).tolist() == [0, 0, 1, 1, 0]
+    levels_of = roi_levels(boxes, model.fpn_levels, model.fpn_canonical_size)
+    assert _host(levels_of).tolist() == [0, 0, 1, 1, 0]
     levels = model.features(_images(xp, (2, 3, 32, 48)))
     rois = xp.concatenate([xp.asarray(numpy.array([[0.0], [1], [0], [1], [1]])), boxes], axis=1)
-    out = _host(model.roi_features(levels, rois, 3))
+    pool = MultiScaleRoIAlign(3, model.feature_strides, 2, model.fpn_canonical_size)
+    out = _host(pool(levels, rois))
     for r, (level, stride) in enumerate([(0, 4), (0, 4), (1, 8), (1, 8), (0, 4)]):
         expected = F.roi_align(levels[level], rois[r:r + 1], 3, spatial_scale=1 / stride,
-                               sampling_ratio=model.sampling_ratio)
+                               sampling_ratio=model.roi_heads.sampling_ratio)
         numpy.testing.assert_allclose(out[r], _host(expected)[0], rtol=1e-5, atol=1e-6)
 
 

@@ -15,7 +15,8 @@ import pytest
 
 import tinyseg as ts
 from tinyseg import backend
-from tinyseg.boxes import BoxCoder, anchor_grid, box_iou
+from tinyseg.anchors import BoxCoder, anchor_grid
+from tinyseg.boxes import box_iou
 from tinyseg.models.retinanet import AnchorTargets, RetinaNet
 from tinyseg.nn import init
 from tinyseg.optim import Adam

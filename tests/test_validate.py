@@ -3,8 +3,18 @@
 import numpy as np
 import pytest
 
-from tinyseg.validate import (check_bool, check_float, check_fraction, check_int, check_int_tuple,
-                              check_ndim, check_nonnegative, check_number, check_same_shape, pair)
+from tinyseg.validate import (
+    check_bool,
+    check_float,
+    check_fraction,
+    check_int,
+    check_int_tuple,
+    check_ndim,
+    check_nonnegative,
+    check_number,
+    check_same_shape,
+    pair,
+)
 
 
 def test_good_values_come_back_as_python_values():

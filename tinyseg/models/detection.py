@@ -36,7 +36,7 @@ The pieces
   detections_per_img), builds ``self.backbone``, and gives ``stride``, ``config`` and
   ``check_inputs`` (images, then targets in training mode) to every subclass.
 * ``AnchorDetector``: a ``BackboneDetector`` with A anchors at every cell of its last feature
-  map (RetinaNet, Faster/Mask R-CNN): ``anchors(h, w)`` in ``boxes.anchor_grid``'s order, and
+  map (RetinaNet, Faster/Mask R-CNN): ``anchors(h, w)`` in ``anchors.anchor_grid``'s order, and
   ``per_anchor`` to put a head's (N, A*k, H, W) output in that same order, (N, H*W*A, k).
 """
 
@@ -47,7 +47,7 @@ from collections.abc import Mapping
 import numpy
 
 from .. import backend
-from ..boxes import anchor_grid, cell_anchors
+from ..anchors import anchor_grid, cell_anchors
 from ..nn import Module, Sequential
 from ..validate import check_fraction, check_int, check_int_tuple
 from .blocks import check_model_input, conv_bn_relu

@@ -71,7 +71,7 @@ conv3x3 (no bias) -> BatchNorm -> ReLU::
                   conv3x3 64->A*4               (N,  16,  16,  16)   deltas (dx, dy, dw, dh)
     reshape both: (N, A*k, H, W) -> (N, H, W, A, k) -> (N, H*W*A, k)
 
-The last reshape puts the outputs in the order of ``tinyseg.boxes.anchor_grid``: anchor
+The last reshape puts the outputs in the order of ``tinyseg.anchors.anchor_grid``: anchor
 ``(i*W + j)*A + a`` sits at cell (i, j). The backbone's 3x3 stride-2 convs with padding 1 put
 the centre of cell (i, j)'s receptive field at pixel (8i, 8j), which is where ``anchor_grid``
 centres its anchors. The backbone is ``make_backbone`` with ``depths = (1, 2, ..., 2)`` (a
@@ -96,15 +96,9 @@ from typing import Any, NamedTuple
 
 from .. import backend
 from .. import functional as F
+from ..anchors import BELOW_LOW_THRESHOLD, BoxCoder, Matcher
 from ..autograd import Tensor
-from ..boxes import (
-    BELOW_LOW_THRESHOLD,
-    BoxCoder,
-    Matcher,
-    box_iou,
-    clip_boxes_to_image,
-    nms_by_image,
-)
+from ..boxes import box_iou, clip_boxes_to_image, nms_by_image
 from ..nn import Conv2d, Sequential, init
 from ..validate import check_fraction, check_int, check_int_tuple
 from .blocks import check_model_input, conv_bn_relu
