@@ -471,24 +471,6 @@ def remove_small_boxes(boxes, min_size: float):
     return xp.nonzero(keep)[0].astype(xp.int64, copy=False)
 
 
-# ----- re-exports ----------------------------------------------------------------------------
-# Anchors, the box coder, the matcher and the sampler lived here before tinyseg/anchors.py; code
-# outside tinyseg may still import them from tinyseg.boxes. anchors imports boxes, so they are
-# looked up on first use (a module __getattr__) rather than imported here, which would be a cycle.
-_MOVED_TO_ANCHORS = frozenset({
-    "BELOW_LOW_THRESHOLD", "BETWEEN_THRESHOLDS", "DEFAULT_BBOX_XFORM_CLIP",
-    "BalancedPositiveNegativeSampler", "BoxCoder", "Matcher", "anchor_grid", "cell_anchors",
-})
-
-
-def __getattr__(name):
-    if name in _MOVED_TO_ANCHORS:
-        from . import anchors
-
-        return getattr(anchors, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # ===== Overlaps for evaluation: crowd regions and masks ===================================
 # (moved here from tinyseg.metrics, which scores detections with them)
 #
