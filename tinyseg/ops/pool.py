@@ -148,9 +148,8 @@ upsample_nearest2d / bilinear_resize2d:  (N, C, H, W) -> (N, C, size[0], size[1]
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
-
-import numpy
 
 from ..backend import scatter_add, xp_of
 from ..validate import check_bool, check_float, check_ndim, check_same_shape, pair
@@ -614,12 +613,12 @@ def upsample_nearest2d_naive(x, size):
     xp = xp_of(x)
     N, C, H, W = x.shape
     out = xp.zeros((N, C, H_out, W_out), dtype=x.dtype)
-    scale_h = numpy.float32(H) / numpy.float32(H_out)
-    scale_w = numpy.float32(W) / numpy.float32(W_out)
+    scale_h = xp.float32(H) / xp.float32(H_out)
+    scale_w = xp.float32(W) / xp.float32(W_out)
     for ho in range(H_out):
-        y = min(int(numpy.floor(numpy.float32(ho) * scale_h)), H - 1)  # float32, as PyTorch
+        y = min(int(math.floor(xp.float32(ho) * scale_h)), H - 1)  # float32, as PyTorch
         for wo in range(W_out):
-            z = min(int(numpy.floor(numpy.float32(wo) * scale_w)), W - 1)
+            z = min(int(math.floor(xp.float32(wo) * scale_w)), W - 1)
             out[:, :, ho, wo] = x[:, :, y, z]
     return out
 
