@@ -136,7 +136,7 @@ def profile(run_name: str = "maskrcnn", steps: int = 20, warmup: int = 5) -> dic
     import tinyseg.functional as F
     from tinyseg import data as datasets
     from tinyseg.engine import batch_targets, make_optimizer
-    from tinyseg.models import build_model
+    from tinyseg.models import build_model, roi_heads
     from tinyseg.recipes import default_recipe
 
     model_name, changes, _ = RUNS[run_name]
@@ -153,13 +153,20 @@ def profile(run_name: str = "maskrcnn", steps: int = 20, warmup: int = 5) -> dic
 
     clock = StageClock()
     model.features = clock.wrap("backbone", model.features)  # with the FPN, if any
-    for method in ("rpn_outputs", "propose"):
-        setattr(model, method, clock.wrap("rpn", getattr(model, method)))
-    for method in ("rpn_loss", "select_training_rois", "box_loss", "mask_loss", "mask_targets"):
-        setattr(model, method, clock.wrap("loss", getattr(model, method)))
-    model.box_head.forward = clock.wrap("heads", model.box_head.forward)
+    for method in ("head_outputs", "propose"):
+        setattr(model.rpn, method, clock.wrap("rpn", getattr(model.rpn, method)))
+    model.rpn.compute_loss = clock.wrap("loss", model.rpn.compute_loss)
+    model.roi_heads.select_training_samples = clock.wrap(
+        "loss", model.roi_heads.select_training_samples)
+    # the free functions are looked up in roi_heads' namespace at each call
+    plain_losses = {name: getattr(roi_heads, name)
+                    for name in ("fastrcnn_loss", "maskrcnn_loss", "mask_targets")}
+    for name, function in plain_losses.items():
+        setattr(roi_heads, name, clock.wrap("loss", function))
+    model.roi_heads.box_head.forward = clock.wrap("heads", model.roi_heads.box_head.forward)
     if model.masks:
-        model.mask_head.forward = clock.wrap("heads", model.mask_head.forward)
+        model.roi_heads.mask_head.forward = clock.wrap("heads",
+                                                       model.roi_heads.mask_head.forward)
     plain_roi_align = F.roi_align
     F.roi_align = clock.wrap("roi_align", plain_roi_align)
     clock.install()
@@ -179,6 +186,8 @@ def profile(run_name: str = "maskrcnn", steps: int = 20, warmup: int = 5) -> dic
     finally:
         clock.uninstall()
         F.roi_align = plain_roi_align
+        for name, function in plain_losses.items():
+            setattr(roi_heads, name, function)
     return {"model": run_name, "steps": steps, "seconds_per_step": total,
             "forward": {k: v / steps for k, v in clock.forward.items()},
             "backward": {k: v / steps for k, v in clock.backward.items()}}

@@ -338,3 +338,29 @@ def test_task_for_reads_the_model_task_attribute():
     seg.task = "keypoints"
     with pytest.raises(ValueError, match="model.task"):
         engine.task_for(seg)
+
+
+RCNN_TINY = {"widths": [4, 8], "depths": [1, 1], "anchor_sizes": [8, 16], "aspect_ratios": [1.0],
+             "representation_size": 8, "mask_channels": 4, "mask_convs": 1, "mask_roi_size": 4,
+             "box_roi_size": 3, "rpn_pre_nms_top_n": [40, 40], "rpn_post_nms_top_n": [12, 8],
+             "rpn_batch_size_per_image": 16, "box_batch_size_per_image": 8}
+
+
+@pytest.mark.parametrize("model", ["fasterrcnn", "maskrcnn"])
+def test_resume_gives_the_same_run_for_rcnn(tmp_path, model):
+    """The samplers' draws follow (seed, epoch, step), so R-CNN resumes like the others."""
+    recipe = Recipe(model=model, model_options=RCNN_TINY, epochs=2, batch_size=2, lr=1e-3,
+                    image_size=32, train_images=4, val_images=2)
+    whole = engine.train_model(recipe, out_dir=tmp_path / "whole", progress=False, log=_quiet)
+    with pytest.raises(_Interrupt):
+        engine.train_model(recipe, out_dir=tmp_path / "part", progress=False,
+                           log=_stop_after(1))
+    resumed = engine.train_model(recipe, out_dir=tmp_path / "resumed", progress=False,
+                                 log=_quiet, resume=tmp_path / "part" / "checkpoint.npz")
+    machine = {"seconds", "train_seconds", "seconds_per_epoch", "peak_rss_mb"}
+    assert {k: v for k, v in resumed.items() if k not in machine} == \
+        {k: v for k, v in whole.items() if k not in machine}
+    a, _ = load_checkpoint(tmp_path / "whole" / "checkpoint.npz")
+    b, _ = load_checkpoint(tmp_path / "resumed" / "checkpoint.npz")
+    for key in a:
+        numpy.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -523,3 +523,22 @@ def test_fpn_bad_options():
         FasterRCNN(fpn_levels=3, anchor_sizes=(20, 28, 40, 56))
     with pytest.raises(ValueError, match="fpn_canonical_size"):
         FasterRCNN(fpn_levels=2, fpn_canonical_size=0)
+
+
+def test_checkpoints_with_the_old_keys_still_load():
+    """Before rpn.py and roi_heads.py the keys were rpn.conv.*, box_head.*, mask_head.*."""
+    model = MaskRCNN(**TINY)
+    renames = (("rpn.head.", "rpn."), ("roi_heads.box_head.", "box_head."),
+               ("roi_heads.mask_head.", "mask_head."))
+    old = {}
+    for key, value in model.state_dict().items():
+        for new, before in renames:
+            if key.startswith(new):
+                key = before + key[len(new):]
+                break
+        old[key] = value + 1.0
+    assert "rpn.conv.weight" in old and "box_head.fc6.weight" in old
+    again = MaskRCNN(**TINY)
+    again.load_state_dict(old)
+    numpy.testing.assert_array_equal(again.roi_heads.box_head.fc6.weight.data,
+                                     old["box_head.fc6.weight"])
