@@ -25,9 +25,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tinyseg"
 # Lowest first. A module is placed by its longest matching prefix.
 LAYERS = [
     ("backend", ["tinyseg.backend", "tinyseg.validate"]),
-    ("ops", ["tinyseg.ops", "tinyseg.boxes", "tinyseg.anchors", "tinyseg.box_coding",
+    ("ops", ["tinyseg.ops", "tinyseg.boxes", "tinyseg.overlaps", "tinyseg.anchors",
              "tinyseg.data"]),
-    ("autograd", ["tinyseg.autograd", "tinyseg.tensor", "tinyseg.gradcheck"]),
+    ("autograd", ["tinyseg.autograd", "tinyseg.gradcheck"]),
     # the COCO JSON export writes what the metrics read, with the metrics' input checks
     ("functional", ["tinyseg.functional", "tinyseg.optim", "tinyseg.metrics",
                     "tinyseg.data.coco_json"]),

@@ -19,6 +19,7 @@ import tinyseg as ts
 import tinyseg.functional as F
 from tinyseg.backend import to_numpy
 from tinyseg.ops import pool as P
+from tinyseg.ops import resize as R
 
 SHAPE_SETTINGS = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -523,13 +524,13 @@ NEAREST_SIZES = [(3, 4, 6, 8), (3, 4, 7, 9), (5, 5, 2, 3), (1, 1, 3, 2), (4, 3, 
 def test_upsample_nearest2d_gradcheck_naive_adjoint(xp, h, w, h_out, w_out):
     x = random_like(xp, (2, 2, h, w))
     assert_backward_matches(
-        P.upsample_nearest2d_forward, P.upsample_nearest2d_backward, [x, (h_out, w_out)], [0]
+        R.upsample_nearest2d_forward, R.upsample_nearest2d_backward, [x, (h_out, w_out)], [0]
     )
-    out, cache = P.upsample_nearest2d_forward(x, (h_out, w_out))
+    out, cache = R.upsample_nearest2d_forward(x, (h_out, w_out))
     assert out.shape == (2, 2, h_out, w_out) and out.dtype == x.dtype
-    assert bool(xp.all(out == P.upsample_nearest2d_naive(x, (h_out, w_out))))
+    assert bool(xp.all(out == R.upsample_nearest2d_naive(x, (h_out, w_out))))
     y = random_like(xp, out.shape, 2)
-    dx = P.upsample_nearest2d_backward(y, cache)
+    dx = R.upsample_nearest2d_backward(y, cache)
     assert inner(xp, out, y) == pytest.approx(inner(xp, x, dx))
 
 
@@ -538,26 +539,26 @@ def test_upsample_nearest2d_gradcheck_naive_adjoint(xp, h, w, h_out, w_out):
        h_out=st.integers(1, 9), w_out=st.integers(1, 9))
 def test_upsample_nearest2d_shape_algebra(xp, n, h, w, h_out, w_out):
     x = random_like(xp, (n, 1, h, w))
-    out, cache = P.upsample_nearest2d_forward(x, (h_out, w_out))
+    out, cache = R.upsample_nearest2d_forward(x, (h_out, w_out))
     assert out.shape == (n, 1, h_out, w_out)
-    assert bool(xp.all(out == P.upsample_nearest2d_naive(x, (h_out, w_out))))
+    assert bool(xp.all(out == R.upsample_nearest2d_naive(x, (h_out, w_out))))
     # every output pixel copies one input pixel, so the gradient of ones counts the copies
-    counts = P.upsample_nearest2d_backward(xp.ones_like(out), cache)
+    counts = R.upsample_nearest2d_backward(xp.ones_like(out), cache)
     assert float(counts.sum()) == n * h_out * w_out
 
 
 def test_upsample_nearest2d_integer_scale_repeats(xp):
     x = random_like(xp, (1, 2, 3, 2))
-    out, _ = P.upsample_nearest2d_forward(x, (6, 6))
+    out, _ = R.upsample_nearest2d_forward(x, (6, 6))
     assert bool(xp.all(out == x.repeat(2, axis=2).repeat(3, axis=3)))
 
 
 def test_upsample_nearest2d_bad_input(xp):
     x = random_like(xp, (1, 1, 2, 2))
     with pytest.raises(ValueError, match="size"):
-        P.upsample_nearest2d_forward(x, (0, 2))
+        R.upsample_nearest2d_forward(x, (0, 2))
     with pytest.raises(ValueError, match="x"):
-        P.upsample_nearest2d_forward(x[0], 2)
+        R.upsample_nearest2d_forward(x[0], 2)
 
 
 # sizes where torch's float32 scale and the exact floor(d * in / out) disagree
@@ -569,10 +570,10 @@ def test_nearest_source_is_torchs_float32_rule():
     for n_in, n_out in [(2, 82), (9, 111), (14, 46), (6, 74), (2, 110), (5, 3), (7, 7), (3, 6)]:
         probe = torch.arange(n_in, dtype=torch.float32).reshape(1, 1, 1, n_in)
         expected = torch.nn.functional.interpolate(probe, size=(1, n_out))[0, 0, 0].long()
-        got = P.nearest_source(n_in, n_out, numpy)
+        got = R.nearest_source(n_in, n_out, numpy)
         assert got.tolist() == expected.tolist(), (n_in, n_out)
     exact = (numpy.arange(82) * 2) // 82
-    assert (P.nearest_source(2, 82, numpy) != exact).any()  # the float32 rounding matters
+    assert (R.nearest_source(2, 82, numpy) != exact).any()  # the float32 rounding matters
 
 
 def test_interpolate_nearest_torch_oracle(xp):
@@ -604,7 +605,7 @@ BILINEAR_SIZES = [
 def test_bilinear_resize2d_backward_gradcheck(xp, h, w, h_out, w_out, align_corners):
     x = random_like(xp, (2, 2, h, w))
     assert_backward_matches(
-        P.bilinear_resize2d_forward, P.bilinear_resize2d_backward,
+        R.bilinear_resize2d_forward, R.bilinear_resize2d_backward,
         [x, (h_out, w_out), align_corners], [0],
     )
 
@@ -614,8 +615,8 @@ def test_bilinear_resize2d_backward_gradcheck(xp, h, w, h_out, w_out, align_corn
 @pytest.mark.parametrize("h, w, h_out, w_out", BILINEAR_SIZES)
 def test_bilinear_resize2d_matches_naive(xp, h, w, h_out, w_out, align_corners):
     x = random_like(xp, (2, 3, h, w), 4)
-    out, _ = P.bilinear_resize2d_forward(x, (h_out, w_out), align_corners)
-    naive = P.bilinear_resize2d_naive(x, (h_out, w_out), align_corners)
+    out, _ = R.bilinear_resize2d_forward(x, (h_out, w_out), align_corners)
+    naive = R.bilinear_resize2d_naive(x, (h_out, w_out), align_corners)
     assert out.shape == (2, 3, h_out, w_out) and out.dtype == x.dtype
     assert bool(xp.allclose(out, naive, atol=1e-12))
 
@@ -625,9 +626,9 @@ def test_bilinear_resize2d_matches_naive(xp, h, w, h_out, w_out, align_corners):
 @pytest.mark.parametrize("h, w, h_out, w_out", BILINEAR_SIZES)
 def test_bilinear_resize2d_adjoint(xp, h, w, h_out, w_out, align_corners):
     x = random_like(xp, (2, 3, h, w), 1)
-    out, cache = P.bilinear_resize2d_forward(x, (h_out, w_out), align_corners)
+    out, cache = R.bilinear_resize2d_forward(x, (h_out, w_out), align_corners)
     y = random_like(xp, out.shape, 2)
-    dx = P.bilinear_resize2d_backward(y, cache)
+    dx = R.bilinear_resize2d_backward(y, cache)
     assert inner(xp, out, y) == pytest.approx(inner(xp, x, dx))
 
 
@@ -637,12 +638,12 @@ def test_bilinear_resize2d_adjoint(xp, h, w, h_out, w_out, align_corners):
        h_out=st.integers(1, 9), w_out=st.integers(1, 9), align_corners=st.booleans())
 def test_bilinear_resize2d_shape_algebra(xp, n, h, w, h_out, w_out, align_corners):
     x = random_like(xp, (n, 1, h, w))
-    out, _ = P.bilinear_resize2d_forward(x, (h_out, w_out), align_corners)
+    out, _ = R.bilinear_resize2d_forward(x, (h_out, w_out), align_corners)
     assert out.shape == (n, 1, h_out, w_out)
-    naive = P.bilinear_resize2d_naive(x, (h_out, w_out), align_corners)
+    naive = R.bilinear_resize2d_naive(x, (h_out, w_out), align_corners)
     assert bool(xp.allclose(out, naive, atol=1e-12))
     # weights are a convex combination: constants stay constant, values stay in range
-    ones, _ = P.bilinear_resize2d_forward(xp.ones_like(x), (h_out, w_out), align_corners)
+    ones, _ = R.bilinear_resize2d_forward(xp.ones_like(x), (h_out, w_out), align_corners)
     assert bool(xp.allclose(ones, 1.0))
     assert float(out.max()) <= float(x.max()) + 1e-12 and float(out.min()) >= float(x.min()) - 1e-12
 
@@ -651,29 +652,29 @@ def test_bilinear_resize2d_shape_algebra(xp, n, h, w, h_out, w_out, align_corner
 def test_bilinear_resize2d_worked_example(xp):
     # 2 -> 4 along one row: the example worked in docs/ops/pool.md
     x = xp.asarray([[[[0.0, 1.0]]]])
-    out, _ = P.bilinear_resize2d_forward(x, (1, 4), align_corners=False)
+    out, _ = R.bilinear_resize2d_forward(x, (1, 4), align_corners=False)
     assert bool(xp.allclose(out[0, 0, 0], xp.asarray([0.0, 0.25, 0.75, 1.0])))
-    out, _ = P.bilinear_resize2d_forward(x, (1, 4), align_corners=True)
+    out, _ = R.bilinear_resize2d_forward(x, (1, 4), align_corners=True)
     assert bool(xp.allclose(out[0, 0, 0], xp.asarray([0.0, 1 / 3, 2 / 3, 1.0])))
 
 
 def test_bilinear_resize2d_float32(xp):
     x = random_like(xp, (1, 2, 3, 3)).astype(xp.float32)
-    out, cache = P.bilinear_resize2d_forward(x, (5, 4))
+    out, cache = R.bilinear_resize2d_forward(x, (5, 4))
     assert out.dtype == xp.float32
-    assert P.bilinear_resize2d_backward(out, cache).dtype == xp.float32
+    assert R.bilinear_resize2d_backward(out, cache).dtype == xp.float32
 
 
 def test_bilinear_resize2d_bad_input(xp):
     x = random_like(xp, (1, 1, 2, 2))
     with pytest.raises(TypeError, match="align_corners"):
-        P.bilinear_resize2d_forward(x, 4, align_corners=None)
+        R.bilinear_resize2d_forward(x, 4, align_corners=None)
     with pytest.raises(ValueError, match="size"):
-        P.bilinear_resize2d_forward(x, (4, 0))
+        R.bilinear_resize2d_forward(x, (4, 0))
     with pytest.raises(ValueError, match="x"):
-        P.bilinear_resize2d_forward(x[0], 4)
+        R.bilinear_resize2d_forward(x[0], 4)
     with pytest.raises(TypeError, match="x"):
-        P.bilinear_resize2d_forward(x.astype(xp.int64), 4)
+        R.bilinear_resize2d_forward(x.astype(xp.int64), 4)
 
 
 def test_interpolate_bilinear_torch_oracle(xp):
@@ -744,8 +745,8 @@ def test_interpolate_float_scale_factor_integer_valued(xp):
 
 def test_interpolation_matrix_rows_and_edges(xp):
     coord = xp.asarray([[0.0], [0.25], [2.0], [3.5]])  # the last two at/past pixel 2 of 3
-    A = P.interpolation_matrix(coord, 3)
+    A = R.interpolation_matrix(coord, 3)
     expected = [[1, 0, 0], [0.75, 0.25, 0], [0, 0, 1], [0, 0, 1]]
     numpy.testing.assert_allclose(to_numpy(A), expected)
-    two = P.interpolation_matrix(xp.asarray([[0.5, 1.5]]), 3, xp.asarray([[0.5, 0.5]]))
+    two = R.interpolation_matrix(xp.asarray([[0.5, 1.5]]), 3, xp.asarray([[0.5, 0.5]]))
     numpy.testing.assert_allclose(to_numpy(two), [[0.25, 0.5, 0.25]])  # the mean of two samples

@@ -105,6 +105,7 @@ def conv_transpose2d(
 
 # ===== pool (tinyseg/ops/pool.py) =====
 from .ops import pool as _pool  # noqa: E402
+from .ops import resize as _resize  # noqa: E402
 
 _MaxPool2d = _pair_function(_pool.max_pool2d_forward, _pool.max_pool2d_backward, "MaxPool2d")
 _AvgPool2d = _pair_function(_pool.avg_pool2d_forward, _pool.avg_pool2d_backward, "AvgPool2d")
@@ -119,10 +120,10 @@ _BedOfNailsUnpool2d = _pair_function(
     "BedOfNailsUnpool2d",
 )
 _UpsampleNearest2d = _pair_function(
-    _pool.upsample_nearest2d_forward, _pool.upsample_nearest2d_backward, "UpsampleNearest2d"
+    _resize.upsample_nearest2d_forward, _resize.upsample_nearest2d_backward, "UpsampleNearest2d"
 )
 _BilinearResize2d = _pair_function(
-    _pool.bilinear_resize2d_forward, _pool.bilinear_resize2d_backward, "BilinearResize2d"
+    _resize.bilinear_resize2d_forward, _resize.bilinear_resize2d_backward, "BilinearResize2d"
 )
 
 

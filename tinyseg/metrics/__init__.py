@@ -11,8 +11,8 @@ Three textbooks, one module each; read them in this order:
   thresholds, 101 recall points, maxDets and the closed area ranges.
 
 ``metrics.inputs`` checks the per-image detection dicts every evaluator starts from. The
-overlaps live with the boxes (``tinyseg.boxes``: ``box_iou``, ``detection_box_iou``,
-``mask_iou``), and the export to COCO JSON for pycocotools with the data
+overlaps live beside the boxes (``tinyseg.boxes.box_iou``; ``tinyseg.overlaps``:
+``detection_box_iou``, ``mask_iou``), and the export to COCO JSON for pycocotools with the data
 (``tinyseg.data.coco_json``).
 
 Every name is importable from here, as before the split: ``from tinyseg.metrics import
@@ -21,7 +21,7 @@ mean_average_precision``.
 
 from __future__ import annotations
 
-from ..boxes import detection_box_iou, mask_iou
+from ..overlaps import detection_box_iou, mask_iou
 from .coco import (
     COCO_AREA_RANGES,
     COCO_IOU_THRESHOLDS,

@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..boxes import box_area, detection_box_iou, mask_area, mask_iou, safe_divide
+from ..boxes import box_area, safe_divide
+from ..overlaps import detection_box_iou, mask_area, mask_iou
 from .inputs import check_detection_inputs
 from .voc import NOT_EVALUABLE, envelope_at, precision_envelope
 

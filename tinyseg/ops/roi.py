@@ -99,7 +99,7 @@ g_h g_w samples factors into (1/g_h)(1/g_w), and the double sum splits:
     out[k, c] = Ay[k] @ x[b_k, c] @ Ax[k]^T                     (PH, H)(H, W)(W, PW)
 
 the same form as a bilinear resize (``pool.py``; both build their matrices with
-``pool.interpolation_matrix``), with one pair of matrices
+``resize.interpolation_matrix``), with one pair of matrices
 per RoI. If a grid is empty (g <= 0, only possible with aligned=True and a
 box of size <= 0) the row of that matrix is zero and the output is 0, as the
 max(g_h g_w, 1) rule says. The code builds Ay for all K RoIs at once: the
@@ -146,7 +146,7 @@ import numbers
 
 from ..backend import scatter_add, to_numpy, xp_of
 from ..validate import check_float, check_ndim, pair
-from .pool import interpolation_matrix
+from .resize import interpolation_matrix
 
 # Elements of one masked RoIPool chunk: a few tens of MB, whatever K is.
 _POOL_CHUNK_ELEMENTS = 1 << 22
