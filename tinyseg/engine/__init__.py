@@ -18,22 +18,9 @@ The lesson in fifteen lines: the loop every model in tinyseg trains with (``Trai
         log(task.summary(row))
 
 What differs between segmentation and detection is not a line of this loop but
-the *task object* (``tasks.py``), chosen by the model's ``task`` attribute:
-
-===================  =====================================  ========================================
-Task method          segmentation (default)                 detection (``task = "detection"``)
-===================  =====================================  ========================================
-``training_loss``    ``loss_fn(model(images), mask)``       ``sum(model(images, targets).values())``
-``evaluate``         confusion matrix -> mIoU, Dice, loss   detections -> COCO mAP (``bbox_map``)
-``history_entries``  miou, pixel_accuracy, dice, val_loss   bbox_map, _50, _75 (+ segm_map, ...)
-``history_fields``   ``HISTORY_FIELDS``                     ``DETECTION_HISTORY_FIELDS`` + terms
-``summary``          val_loss, mIoU, pixel accuracy         box mAP, mAP@50, mAP@75 (+ mask mAP)
-``metrics``          miou, pixel_accuracy, dice, per class  every ``bbox_`` (and ``segm_``) key
-``headline``         mIoU, pixel accuracy, dice             bbox mAP, mAP@50, mAP@75
-``predict``          label maps (N, H', W')                 N dicts: boxes, scores, labels
-``picture_targets``  the true label maps                    the samples' true boxes (and masks)
-``check_data``       (nothing to check)                     the data must have boxes
-===================  =====================================  ========================================
+the *task object*, chosen by the model's ``task`` attribute: ``tasks.py`` tables
+its methods (``training_loss``, ``evaluate``, ``history_entries``, ``summary``, ...)
+for both tasks.
 
 The package, in reading order:
 

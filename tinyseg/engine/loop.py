@@ -1,17 +1,8 @@
 """The training loop: ``Trainer``, the same for every model.
 
-One epoch, then the files::
-
-    seed_everything(seed, epoch, device)      # dropout masks: fixed per (seed, epoch)
-    train_loader.set_epoch(epoch)             # shuffle and augmentation: fixed too
-    model.train()
-    for batch in train_loader:                # host arrays
-        batch = batch_to_device(batch, device)        # the one explicit copy
-        loss, terms = task.training_loss(model, batch)
-        optimizer.zero_grad(); loss.backward(); optimizer.step()
-    scheduler.step()                          # once per epoch
-    scores = task.evaluate(model, val_loader, device)  # eval mode, no_grad
-    history.append(task.history_entries(scores) + ...)  # then history.csv, checkpoint.npz
+``Trainer.fit`` is the loop listed in the package docstring (``tinyseg.engine``):
+per epoch, reseed, shuffle, one ``train_step`` per batch, step the schedule,
+evaluate, then append to the history and write ``history.csv`` and the checkpoint.
 
 Nothing here knows whether the model segments or detects: every step that differs
 is a method of the *task* object (``tinyseg.engine.tasks``), found from the
@@ -19,8 +10,9 @@ model's ``task`` attribute, or passed in as ``Trainer(..., task=...)``.
 
 Determinism. Every random choice is a function of ``(seed, epoch)``: the
 weights come from ``nn.init.manual_seed(seed)``, the shuffle and augmentation
-from the loader's seed and ``set_epoch``, dropout from the array module's global
-stream, reseeded at the start of each epoch. So the same command gives the same
+from the loader's seed and ``set_epoch``, dropout and the R-CNN samplers
+(``anchors.step_generator``) from the global streams, reseeded at the start of
+each epoch. So the same command gives the same
 numbers, and a run resumed from the checkpoint of epoch ``e`` continues exactly
 as the uninterrupted run would have.
 
