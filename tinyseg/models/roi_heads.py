@@ -86,6 +86,7 @@ from ..autograd import Tensor
 from ..boxes import box_iou, clip_boxes_to_image, nms_by_image, remove_small_boxes
 from ..nn import Conv2d, ConvTranspose2d, Linear, Module, Sequential, init
 from ..nn.activation import ReLU
+from ..ops.resize import interpolation_matrix
 from ..ops.roi import boxes_to_rois
 from ..validate import check_int
 from .detection import SMOOTH_L1_BETA, as_detections
@@ -231,15 +232,9 @@ def _paste_matrix(lo, hi, size: int, mask_size: int, xp, dtype):
     lo, hi = lo[:, None], hi[:, None]  # (D, 1)
     extent = xp.maximum(hi - lo, 1e-6)
     u = xp.clip((centres - lo) * (mask_size / extent) - 0.5, 0, mask_size - 1)  # (D, size)
-    u0 = xp.floor(u)
-    lam = u - u0  # weight of the upper neighbour
-    u0 = u0.astype(xp.int64)
-    u1 = xp.minimum(u0 + 1, mask_size - 1)
     inside = ((centres >= lo) & (centres <= hi)).astype(dtype)
-    taps = xp.arange(mask_size)[None, None, :]  # (1, 1, M)
-    weights = ((taps == u0[..., None]) * (1 - lam)[..., None]
-               + (taps == u1[..., None]) * lam[..., None])  # (D, size, M), rows sum to 1
-    return (weights * inside[..., None]).astype(dtype)
+    # the one interpolation-matrix builder of resize and RoIAlign; outside pixels weigh 0
+    return interpolation_matrix(u.astype(dtype)[..., None], mask_size, share=inside[..., None])
 
 
 def paste_masks(masks, boxes, image_size, threshold: float | None = 0.5):
