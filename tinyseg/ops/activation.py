@@ -134,6 +134,7 @@ the floating dtype of x; float32 and float64 both work.
 from __future__ import annotations
 
 from numbers import Integral
+from typing import NamedTuple
 
 from ..backend import xp_of
 from ..validate import check_float, check_number
@@ -197,6 +198,11 @@ def relu_naive(x):
 # -------------------------------------------------------------- Leaky ReLU ---
 
 
+class LeakyReLUCache(NamedTuple):
+    positive: object  # bool, x > 0
+    slope: float
+
+
 def leaky_relu_forward(x, negative_slope=0.01):
     """y = x where x > 0, else negative_slope * x. Returns (y, cache)."""
     check_float(x, "x")
@@ -204,7 +210,7 @@ def leaky_relu_forward(x, negative_slope=0.01):
     xp = xp_of(x)
     positive = x > 0
     out = xp.where(positive, x, x * slope)
-    return out, (positive, slope)
+    return out, LeakyReLUCache(positive, slope)
 
 
 def leaky_relu_backward(dout, cache):
@@ -297,6 +303,11 @@ def tanh_naive(x):
 # ----------------------------------------------------------------- Softmax ---
 
 
+class SoftmaxCache(NamedTuple):
+    y: object  # the output: both backwards are written in y
+    dim: int
+
+
 def softmax_forward(x, dim=None):
     """y = exp(x) / sum(exp(x)) along ``dim`` (required), max subtracted first.
 
@@ -310,7 +321,7 @@ def softmax_forward(x, dim=None):
     e = xp.exp(shifted)
     out = e / e.sum(axis=dim, keepdims=True)  # the sum is >= 1
     # END SOLUTION
-    return out, (out, dim)
+    return out, SoftmaxCache(out, dim)
 
 
 def softmax_backward(dout, cache):
@@ -369,7 +380,7 @@ def log_softmax_forward(x, dim=None):
     xp = xp_of(x)
     shifted = x - x.max(axis=dim, keepdims=True)
     out = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
-    return out, (out, dim)
+    return out, SoftmaxCache(out, dim)
 
 
 def log_softmax_backward(dout, cache):
@@ -429,6 +440,12 @@ def _check_linear(x, w, b):
             raise TypeError(f"b (bias) must have the dtype of x ({x.dtype}), got {b.dtype}")
 
 
+class LinearCache(NamedTuple):
+    x: object  # (N, D_in)
+    w: object  # (D_out, D_in)
+    has_bias: bool
+
+
 def linear_forward(x, w, b=None):
     """y = x W^T + b with W (out_features, in_features) and x (..., in_features).
 
@@ -438,7 +455,7 @@ def linear_forward(x, w, b=None):
     out = x @ w.T
     if b is not None:
         out = out + b
-    return out, (x, w, b is not None)
+    return out, LinearCache(x, w, b is not None)
 
 
 def linear_backward(dout, cache, needs_input_grad=(True, True, True)):
@@ -450,12 +467,20 @@ def linear_backward(dout, cache, needs_input_grad=(True, True, True)):
     x, w, has_bias = cache
     need_x, need_w, need_b = needs_input_grad
     D_out, D_in = w.shape
-    # BEGIN SOLUTION linear_backward
     dout_rows = dout.reshape(-1, D_out)  # all leading axes as rows
-    dx = (dout_rows @ w).reshape(x.shape) if need_x else None
-    dw = dout_rows.T @ x.reshape(-1, D_in) if need_w else None
-    db = dout_rows.sum(axis=0) if has_bias and need_b else None
-    # END SOLUTION
+    dx = dw = db = None
+    if need_x:
+        # BEGIN SOLUTION linear_backward
+        dx = (dout_rows @ w).reshape(x.shape)
+        # END SOLUTION
+    if need_w:
+        # BEGIN SOLUTION linear_backward
+        dw = dout_rows.T @ x.reshape(-1, D_in)
+        # END SOLUTION
+    if has_bias and need_b:
+        # BEGIN SOLUTION linear_backward
+        db = dout_rows.sum(axis=0)
+        # END SOLUTION
     return dx, dw, db
 
 

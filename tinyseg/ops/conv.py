@@ -436,14 +436,16 @@ def conv2d_backward(dout, cache, needs_input_grad=(True, True, True)):
     K = C_in // G * kh * kw
     dx = conv_data_grad(dout, w, x_shape, stride, pad, dilation, G) if need_x else None
     dw = db = None
-    # BEGIN SOLUTION conv2d_backward
     if need_w:
+        # BEGIN SOLUTION conv2d_backward
         # dW = sum_n dY[n] X[n]^T: the transposed view costs no copy, matmul reads it as is
         dout_mat = dout.reshape(N, G, C_out // G, L)
         dw = (dout_mat @ x_cols.reshape(N, G, K, L).swapaxes(2, 3)).sum(axis=0).reshape(w.shape)
+        # END SOLUTION
     if has_bias and need_b:
+        # BEGIN SOLUTION conv2d_backward
         db = dout.sum(axis=(0, 2, 3))
-    # END SOLUTION
+        # END SOLUTION
     return dx, dw, db
 
 
@@ -570,17 +572,26 @@ def conv_transpose2d_backward(dout, cache, needs_input_grad=(True, True, True)):
         )
     K = C_out_g * kh * kw
     L = x.shape[2] * x.shape[3]  # x as padded in the forward, if it was
-    # BEGIN SOLUTION conv_transpose2d_backward
     dx = dw = db = None
-    dout_cols = im2col(dout, kh, kw, stride, pad, dilation).reshape(N, G, K, L)
-    if need_x:  # dX = W dC: an ordinary conv2d of dout with the same weight
+    if need_x or need_w:
+        # BEGIN SOLUTION conv_transpose2d_backward
+        dout_cols = im2col(dout, kh, kw, stride, pad, dilation).reshape(N, G, K, L)  # dC
+        # END SOLUTION
+    if need_x:
+        # BEGIN SOLUTION conv_transpose2d_backward
+        # dX = W dC: an ordinary conv2d of dout with the same weight
         dx = (w.reshape(G, C_in // G, K) @ dout_cols).reshape(x.shape)[:, :, :H, :W]
-    if need_w:  # dW = sum_n X[n] dC[n]^T, laid out (C_in, C_out/G, kh, kw) like w
+        # END SOLUTION
+    if need_w:
+        # BEGIN SOLUTION conv_transpose2d_backward
+        # dW = sum_n X[n] dC[n]^T, laid out (C_in, C_out/G, kh, kw) like w
         x_mat = x.reshape(N, G, C_in // G, L)
         dw = (x_mat @ dout_cols.swapaxes(2, 3)).sum(axis=0).reshape(w.shape)
+        # END SOLUTION
     if has_bias and need_b:
+        # BEGIN SOLUTION conv_transpose2d_backward
         db = dout.sum(axis=(0, 2, 3))
-    # END SOLUTION
+        # END SOLUTION
     return dx, dw, db
 
 

@@ -144,6 +144,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import NamedTuple
 
 from ..backend import xp_of
 from ..validate import check_float, check_same_shape
@@ -262,6 +263,15 @@ def _ratio(total, denom):
 
 
 # ----- softmax cross-entropy --------------------------------------------------------------
+class CrossEntropyCache(NamedTuple):
+    p: object  # (M, K) softmax of the logits, one row per pixel
+    y: object  # (M,) the target classes (ignored pixels mapped to 0)
+    w: object  # (M,) v_i w_{y_i}: 0 for ignored pixels
+    denom: object  # sum of w, the "mean" divisor
+    reduction: str
+    x_shape: tuple
+
+
 def cross_entropy_forward(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """Softmax cross-entropy of logits ``input`` (N, K, ...) against labels ``target`` (N, ...).
 
@@ -295,7 +305,7 @@ def cross_entropy_forward(input, target, weight=None, ignore_index=-100, reducti
     else:
         out = _ratio(losses.sum(), denom)
     p = exp_z / sum_exp[:, None]
-    cache = (p, y, w, denom, reduction, input.shape)
+    cache = CrossEntropyCache(p, y, w, denom, reduction, input.shape)
     return xp.asarray(out, dtype=input.dtype), cache
     # END SOLUTION
 
@@ -359,6 +369,14 @@ def _check_bce(input, target, weight, pos_weight, reduction):
     return target, _as_dtype(weight, dtype, "weight"), _as_dtype(pos_weight, dtype, "pos_weight")
 
 
+class BCECache(NamedTuple):
+    x: object
+    t: object  # the targets in x's dtype
+    weight: object  # or None
+    log_weight: object  # 1 + (pos_weight - 1) t, or 1
+    reduction: str
+
+
 def bce_with_logits_forward(input, target, weight=None, reduction="mean", pos_weight=None):
     """Binary cross-entropy of logits ``input`` against targets in [0, 1], any shape.
 
@@ -375,7 +393,7 @@ def bce_with_logits_forward(input, target, weight=None, reduction="mean", pos_we
     losses = (1 - t) * input + log_weight * _softplus(-input)
     if weight is not None:
         losses = losses * weight
-    cache = (input, t, weight, log_weight, reduction)
+    cache = BCECache(input, t, weight, log_weight, reduction)
     return _reduce(losses, reduction), cache
 
 
@@ -419,6 +437,18 @@ def _check_focal(inputs, targets, gamma, reduction):
     return targets.astype(inputs.dtype, copy=False)
 
 
+class FocalCache(NamedTuple):
+    x: object
+    t: object
+    p: object  # sigmoid(x)
+    p_neg: object  # sigmoid(-x) = 1 - p
+    ce: object  # the per-element cross-entropy
+    q: object  # 1 - p_t
+    a: object  # alpha_t, or 1
+    gamma: float
+    reduction: str
+
+
 def sigmoid_focal_loss_forward(inputs, targets, alpha=0.25, gamma=2.0, reduction="none"):
     """torchvision's sigmoid focal loss: alpha_t * BCE * (1 - p_t)^gamma, elementwise.
 
@@ -435,7 +465,7 @@ def sigmoid_focal_loss_forward(inputs, targets, alpha=0.25, gamma=2.0, reduction
     q = p * (1 - t) + p_neg * t  # 1 - p_t
     a = alpha * t + (1 - alpha) * (1 - t) if alpha >= 0 else 1
     losses = a * ce * q**gamma
-    cache = (inputs, t, p, p_neg, ce, q, a, gamma, reduction)
+    cache = FocalCache(inputs, t, p, p_neg, ce, q, a, gamma, reduction)
     return _reduce(losses, reduction), cache
 
 
@@ -498,6 +528,15 @@ def _check_dice(input, target, eps, ignore_index, reduction):
     return _dice_target(input, target, ignore_index)
 
 
+class DiceCache(NamedTuple):
+    G: object  # one-hot targets, input's shape
+    mask: object  # 1 where a pixel counts, or None
+    ratio: object  # (K,) the Dice coefficient of each class
+    S: object  # (K,) sum P + sum G + eps
+    reduction: str
+    x_shape: tuple
+
+
 def dice_loss_forward(input, target, eps=1.0, ignore_index=-100, reduction="mean"):
     """Soft batch Dice loss of probabilities ``input`` (N, K, ...) against ``target``.
 
@@ -517,7 +556,7 @@ def dice_loss_forward(input, target, eps=1.0, ignore_index=-100, reduction="mean
     intersection = (P * G).sum(axis=axes)  # (K,)
     S = P.sum(axis=axes) + G.sum(axis=axes) + eps
     ratio = (2 * intersection + eps) / S
-    cache = (G, mask, ratio, S, reduction, input.shape)
+    cache = DiceCache(G, mask, ratio, S, reduction, input.shape)
     return _reduce(1 - ratio, reduction), cache
 
 
@@ -567,6 +606,12 @@ def _check_regression(input, target, reduction):
     _check_reduction(reduction)
 
 
+class SmoothL1Cache(NamedTuple):
+    d: object  # input - target
+    beta: float
+    reduction: str
+
+
 def smooth_l1_loss_forward(input, target, reduction="mean", beta=1.0):
     """Smooth L1 (Huber / beta) loss of ``input`` against ``target``, same shapes.
 
@@ -585,7 +630,7 @@ def smooth_l1_loss_forward(input, target, reduction="mean", beta=1.0):
         small = ad < beta
         d_small = xp.where(small, d, 0)  # squares only |d| < beta: no overflow for huge d
         losses = xp.where(small, 0.5 * d_small * d_small / beta, ad - 0.5 * beta)
-    cache = (d, beta, reduction)
+    cache = SmoothL1Cache(d, beta, reduction)
     return _reduce(losses, reduction), cache
 
 
@@ -614,11 +659,16 @@ def smooth_l1_loss_naive(input, target, reduction="mean", beta=1.0):
     return _reduce(losses, reduction)
 
 
+class MSECache(NamedTuple):
+    d: object  # input - target
+    reduction: str
+
+
 def mse_loss_forward(input, target, reduction="mean"):
     """Mean squared error (x - y)^2 of ``input`` against ``target``, same shapes."""
     _check_regression(input, target, reduction)
     d = input - target.astype(input.dtype, copy=False)
-    return _reduce(d * d, reduction), (d, reduction)
+    return _reduce(d * d, reduction), MSECache(d, reduction)
 
 
 def mse_loss_backward(dout, cache):

@@ -107,6 +107,7 @@ dweight and dbias the shape (C,). Outputs keep the dtype of x.
 from __future__ import annotations
 
 from numbers import Real
+from typing import NamedTuple
 
 from ..backend import xp_of
 from ..validate import check_float
@@ -151,6 +152,16 @@ def _check_batch_norm(x, running_mean, running_var, weight, bias, training, mome
     return C, M, axes, shape
 
 
+class BatchNormCache(NamedTuple):
+    x_hat: object  # (x - mu) / sigma
+    inv_std: object  # (C,) 1 / sigma
+    gamma: object  # (C,) or None
+    training: bool  # batch statistics (True) or running ones
+    axes: tuple  # every axis but 1
+    shape: tuple  # (1, C, 1, ...), for broadcasting (C,) against x
+    dtypes: tuple  # (weight dtype, bias dtype), None where absent
+
+
 def batch_norm_forward(
     x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5
 ):
@@ -190,7 +201,7 @@ def batch_norm_forward(
         out = out + beta.reshape(shape)
     # END SOLUTION
     dtypes = tuple(None if a is None else a.dtype for a in (weight, bias))
-    cache = (x_hat, inv_std, gamma, training, axes, shape, dtypes)
+    cache = BatchNormCache(x_hat, inv_std, gamma, training, axes, shape, dtypes)
     return out, cache
 
 

@@ -115,6 +115,24 @@ from ..backend import scatter_add, xp_of
 from ..validate import check_float, check_ndim, check_same_shape, pair
 from .conv import col2im, conv_output_size, im2col
 
+# ----- caches: what each backward needs from its forward ---------------------------
+
+
+class MaxPool2dCache(NamedTuple):
+    arg: object  # int (N, C, H_out*W_out): the winning tap t = i*kw + j of each window
+    x_shape: tuple
+    kernel_size: tuple  # (kh, kw)
+    stride: tuple  # (sh, sw)
+    pad: tuple  # (ph, pw)
+
+
+class AvgPool2dCache(NamedTuple):
+    x_shape: tuple
+    kernel_size: tuple
+    stride: tuple
+    pad: tuple
+
+
 # ----- argument checks -------------------------------------------------------------
 
 
@@ -193,7 +211,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, pad=0):
     # END SOLUTION
     out = out.reshape(N, C, H_out, W_out)
     indices = indices.reshape(N, C, H_out, W_out)
-    cache = (arg, x.shape, (kh, kw), (sh, sw), (ph, pw))
+    cache = MaxPool2dCache(arg, x.shape, (kh, kw), (sh, sw), (ph, pw))
     return (out, indices), cache
 
 
@@ -201,10 +219,11 @@ def max_pool2d_backward(dout, cache):
     """dx: each dout goes to its window's argmax; overlapping windows add (col2im).
 
     :param dout: (N, C, H_out, W_out), the gradient of ``out`` (not of indices).
-    :param cache: from ``max_pool2d_forward``.
+    :param cache: the ``MaxPool2dCache`` of ``max_pool2d_forward``.
     :returns: dx (N, C, H, W).
     """
-    arg, x_shape, (kh, kw), stride, pad = cache
+    arg, (kh, kw) = cache.arg, cache.kernel_size
+    x_shape, stride, pad = cache.x_shape, cache.stride, cache.pad
     xp = xp_of(dout)
     N, C, L = arg.shape
     # BEGIN SOLUTION max_pool2d_backward
@@ -260,7 +279,7 @@ def avg_pool2d_forward(x, kernel_size, stride=None, pad=0):
     x_cols = im2col(x, kh, kw, (sh, sw), (ph, pw)).reshape(N, C, kh * kw, H_out * W_out)
     out = x_cols.mean(axis=2).reshape(N, C, H_out, W_out)
     # END SOLUTION
-    cache = (x.shape, (kh, kw), (sh, sw), (ph, pw))
+    cache = AvgPool2dCache(x.shape, (kh, kw), (sh, sw), (ph, pw))
     return out, cache
 
 
@@ -268,10 +287,11 @@ def avg_pool2d_backward(dout, cache):
     """dx: each dout spread evenly, 1/(kh kw), over its window; overlaps add (col2im).
 
     :param dout: (N, C, H_out, W_out).
-    :param cache: from ``avg_pool2d_forward``.
+    :param cache: the ``AvgPool2dCache`` of ``avg_pool2d_forward``.
     :returns: dx (N, C, H, W).
     """
-    x_shape, (kh, kw), stride, pad = cache
+    x_shape, (kh, kw) = cache.x_shape, cache.kernel_size
+    stride, pad = cache.stride, cache.pad
     xp = xp_of(dout)
     N, C = x_shape[:2]
     L = dout.shape[2] * dout.shape[3]

@@ -149,6 +149,11 @@ def interpolation_matrix(coord, n_in: int, share=None):
     return A
 
 
+class BilinearCache(NamedTuple):
+    A_h: object  # (H_out, H): the row interpolation matrix
+    A_w: object  # (W_out, W): the column interpolation matrix
+
+
 def bilinear_resize2d_forward(x, size, align_corners=False):
     """Bilinear resize as Y = A_h X A_w^T on every plane (see the module docstring).
 
@@ -175,14 +180,14 @@ def bilinear_resize2d_forward(x, size, align_corners=False):
     A_h, A_w = matrices
     out = A_h @ x @ A_w.T
     # END SOLUTION
-    return out, (A_h, A_w)
+    return out, BilinearCache(A_h, A_w)
 
 
 def bilinear_resize2d_backward(dout, cache):
     """dx = A_h^T dout A_w, the transposed resize.
 
     :param dout: (N, C, H_out, W_out).
-    :param cache: (A_h, A_w) from ``bilinear_resize2d_forward``.
+    :param cache: the ``BilinearCache`` (A_h, A_w) of ``bilinear_resize2d_forward``.
     :returns: dx (N, C, H, W).
     """
     A_h, A_w = cache

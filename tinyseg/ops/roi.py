@@ -143,6 +143,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import NamedTuple
 
 from ..backend import scatter_add, to_numpy, xp_of
 from ..validate import check_float, check_ndim, pair
@@ -353,6 +354,13 @@ def _check_align_args(x, output_size, spatial_scale, sampling_ratio, aligned):
     return size, scale, sampling_ratio
 
 
+class RoIAlignCache(NamedTuple):
+    Ay: object  # (K, PH, H): each RoI's row interpolation matrix
+    Ax: object  # (K, PW, W): its column interpolation matrix
+    groups: list  # (n, ks): image n and the indices of its RoIs
+    x_shape: tuple
+
+
 def roi_align_forward(x, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
     """RoIAlign (torchvision): the mean of bilinear samples per bin, as Ay[k] @ x[b_k] @ Ax[k]^T.
 
@@ -382,14 +390,14 @@ def roi_align_forward(x, rois, output_size, spatial_scale=1.0, sampling_ratio=-1
     for n, ks in groups:
         out[ks] = _sample_image(x[n], Ay[ks], Ax[ks])
     # END SOLUTION
-    return out, (Ay, Ax, groups, x.shape)
+    return out, RoIAlignCache(Ay, Ax, groups, x.shape)
 
 
 def roi_align_backward(dout, cache):
     """dx[b] = sum over the RoIs k of image b of Ay[k]^T @ dout[k, c] @ Ax[k].
 
     :param dout: (K, C, PH, PW).
-    :param cache: from ``roi_align_forward``.
+    :param cache: the ``RoIAlignCache`` of ``roi_align_forward``.
     :returns: dx (N, C, H, W); the boxes get no gradient.
     """
     Ay, Ax, groups, x_shape = cache
@@ -540,6 +548,12 @@ def _check_pool_args(x, output_size, spatial_scale):
     return pair(output_size, "output_size", minimum=1), _check_scale(spatial_scale)
 
 
+class RoIPoolCache(NamedTuple):
+    argmax: object  # int (K, C, PH, PW): flat h*W + w of each bin's max, -1 for an empty bin
+    batch: object  # int (K,): the image of each RoI
+    x_shape: tuple
+
+
 def roi_pool_forward(x, rois, output_size, spatial_scale=1.0):
     """RoIPool (torchvision): round the box to the grid, then max over each bin.
 
@@ -572,14 +586,14 @@ def roi_pool_forward(x, rois, output_size, spatial_scale=1.0):
     out = xp.where(empty[:, None], 0, out).astype(x.dtype, copy=False)
     argmax = xp.where(empty[:, None], -1, argmax)
     # END SOLUTION
-    return out, (argmax, batch, x.shape)
+    return out, RoIPoolCache(argmax, batch, x.shape)
 
 
 def roi_pool_backward(dout, cache):
     """dx: each dout goes to its bin's argmax (nothing from empty bins); shared argmaxes add.
 
     :param dout: (K, C, PH, PW).
-    :param cache: from ``roi_pool_forward``.
+    :param cache: the ``RoIPoolCache`` of ``roi_pool_forward``.
     :returns: dx (N, C, H, W).
     """
     argmax, batch, x_shape = cache
