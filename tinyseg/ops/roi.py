@@ -329,7 +329,7 @@ def _align_axis_matrix(start, size, grid, n_bins, n_in):
     span = xp.where(moving, (n_in + 1) / xp.where(moving, xp.abs(step), 1), _MAX_GRID)
     window = xp.minimum(xp.ceil(span) + 3, _MAX_GRID)
     # the sample-axis length, enough for every RoI's min(g_k, window_k): one host read
-    length = int(xp.minimum(grid.max(), window.max().astype(xp.int64)))
+    length = int(xp.minimum(grid[:, None, None], window).max())
     if length <= 0:
         return xp.zeros((K, n_bins, n_in), dtype=dtype)
     # the first sample index of each bin that can be in range, one early for rounding
