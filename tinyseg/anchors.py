@@ -108,8 +108,8 @@ import numbers
 import numpy
 
 from . import backend
-from .boxes import check_array, check_boxes, pair_of
-from .validate import check_fraction, check_int
+from .boxes import check_array, check_box_values, check_boxes, pair_of
+from .validate import check_bool, check_finite, check_fraction, check_int
 
 __all__ = [
     "BELOW_LOW_THRESHOLD",
@@ -215,10 +215,16 @@ class BoxCoder:
         (10, 10, 5, 5) for the box head.
     :param bbox_xform_clip: the clamp on dw/ww and dh/wh in ``decode``,
         ``log(1000/16)`` by default.
+    :param check_values: True (the default) refuses, with a ValueError naming the
+        argument and the first bad row, non-finite inputs, inverted boxes, and in
+        ``encode`` boxes without area (their log-size is -inf). The check copies the
+        inputs to the host, a sync on a GPU, so the detectors build their coders with
+        False: their anchors, clipped proposals and host-checked targets are valid by
+        construction, and a diverged network stops the run at its non-finite loss.
     """
 
     def __init__(self, weights=(1.0, 1.0, 1.0, 1.0),
-                 bbox_xform_clip: float = DEFAULT_BBOX_XFORM_CLIP):
+                 bbox_xform_clip: float = DEFAULT_BBOX_XFORM_CLIP, check_values: bool = True):
         weights = tuple(weights) if isinstance(weights, (tuple, list)) else (weights,)
         if len(weights) != 4:
             raise ValueError(f"weights must be 4 numbers (wx, wy, ww, wh), got {weights!r}")
@@ -226,6 +232,7 @@ class BoxCoder:
         if isinstance(bbox_xform_clip, bool) or not isinstance(bbox_xform_clip, numbers.Real):
             raise TypeError(f"bbox_xform_clip must be a number, got {bbox_xform_clip!r}")
         self.bbox_xform_clip = float(bbox_xform_clip)
+        self.check_values = check_bool(check_values, "check_values")
 
     def __repr__(self):
         return f"BoxCoder(weights={self.weights}, bbox_xform_clip={self.bbox_xform_clip:.4f})"
@@ -248,6 +255,9 @@ class BoxCoder:
                 f"{gt_boxes.shape[0]} and {proposals.shape[0]}"
             )
         xp = backend.xp_of(gt_boxes, proposals)
+        if self.check_values:
+            _check_boxes_with_area(gt_boxes, "gt_boxes")
+            _check_boxes_with_area(proposals, "proposals")
         wx, wy, ww, wh = self.weights
         pw, ph, px, py = _widths_and_centres(proposals)
         gw, gh, gx, gy = _widths_and_centres(gt_boxes)
@@ -278,6 +288,9 @@ class BoxCoder:
                 f"deltas has {deltas.shape[0]}"
             )
         xp = backend.xp_of(deltas, boxes)
+        if self.check_values:
+            check_finite(backend.to_numpy(deltas), "deltas")
+            check_box_values(boxes)
         boxes = boxes.astype(deltas.dtype, copy=False)
         wx, wy, ww, wh = self.weights
         pw, ph, px, py = (v[:, None] for v in _widths_and_centres(boxes))  # (N, 1): all K
@@ -291,6 +304,17 @@ class BoxCoder:
         half_h = 0.5 * (xp.exp(dh) * ph)
         out = xp.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=2)  # (N, K, 4)
         return out.reshape(deltas.shape)
+
+
+def _check_boxes_with_area(boxes, name):
+    """Finite xyxy boxes with x2 > x1 and y2 > y1: encode divides by w and takes log(w)."""
+    check_box_values(boxes, name)
+    values = backend.to_numpy(boxes)
+    flat = numpy.flatnonzero((values[:, 2] <= values[:, 0]) | (values[:, 3] <= values[:, 1]))
+    if flat.size:
+        i = int(flat[0])
+        raise ValueError(f"{name} must have x2 > x1 and y2 > y1 (a width and height to "
+                         f"encode against), got {values[i].tolist()} at index {i}")
 
 
 def _widths_and_centres(boxes):

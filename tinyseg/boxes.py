@@ -109,6 +109,13 @@ post-NMS top-n): the boxes after that could never be returned. The overlap
 matrices of all images cross to the host in one copy, so the whole batch costs
 two syncs (the per-image candidate counts, then the overlaps), not two per
 image.
+
+Bad values. A NaN compares False with everything: its IoU is 0, NMS never
+suppresses it, a NaN score sorts last. So ``box_iou`` and every NMS refuse
+non-finite boxes or scores and inverted boxes (x2 < x1 or y2 < y1), naming the
+argument and the first bad index. NMS's flags ride on its one overlaps copy;
+``box_iou`` copies its boxes once (``check_values=False`` skips it). A
+zero-size box is valid: its IoU with everything is 0.
 """
 
 from __future__ import annotations
@@ -118,7 +125,7 @@ import numbers
 import numpy
 
 from . import backend
-from .validate import check_fraction, check_int
+from .validate import check_finite, check_fraction, check_int, check_ordered_boxes
 
 __all__ = [
     "BOX_FORMATS",
@@ -127,6 +134,7 @@ __all__ = [
     "box_convert",
     "box_iou",
     "check_array",
+    "check_box_values",
     "check_boxes",
     "clip_boxes_to_image",
     "generalized_box_iou",
@@ -161,6 +169,16 @@ def check_boxes(boxes, name: str = "boxes"):
     if boxes.dtype.kind != "f":  # integer pixel boxes: areas and ratios need floats
         boxes = boxes.astype(backend.xp_of(boxes).float64)
     return boxes
+
+
+def check_box_values(boxes, name: str = "boxes") -> None:
+    """Require finite xyxy boxes with x1 <= x2 and y1 <= y2, naming the first bad one.
+
+    On a device array this is one copy to the host (a sync; see "Bad values" above).
+    """
+    values = backend.to_numpy(boxes)
+    check_finite(values, name)
+    check_ordered_boxes(values, name)
 
 
 def _check_vector(v, name: str, n: int, kinds: str, what: str):
@@ -257,29 +275,40 @@ def _iou_and_union(a, b):
     return safe_divide(inter, union, xp), union
 
 
-def box_iou(boxes1, boxes2):
+def box_iou(boxes1, boxes2, *, check_values: bool = True):
     """Pairwise intersection over union of two sets of xyxy boxes.
 
-    :param boxes1: (N, 4) array.
-    :param boxes2: (M, 4) array on the same device.
+    :param boxes1: (N, 4) array of finite boxes with x1 <= x2 and y1 <= y2
+        (ValueError naming the first bad row otherwise).
+    :param boxes2: (M, 4) array on the same device, likewise.
+    :param check_values: False skips the finite/ordered check, which on a GPU is one
+        copy to the host (a sync) per call; the detectors' matchers pass False, since
+        their anchors, clipped proposals and host-checked targets are valid by construction.
     :returns: (N, M) array, ``iou[i, j] = IoU(boxes1[i], boxes2[j])``; 0 where the
-        union is 0 (two zero-area boxes).
+        union is 0 (a zero-area box has IoU 0 with everything).
     """
     boxes1 = check_boxes(boxes1, "boxes1")
     boxes2 = check_boxes(boxes2, "boxes2")
+    if check_values:
+        check_box_values(boxes1, "boxes1")
+        check_box_values(boxes2, "boxes2")
     return _iou_and_union(boxes1, boxes2)[0]
 
 
-def generalized_box_iou(boxes1, boxes2):
+def generalized_box_iou(boxes1, boxes2, *, check_values: bool = True):
     """Pairwise generalized IoU, ``IoU - (|C| - union) / |C|`` with C the enclosing box.
 
     :param boxes1: (N, 4) xyxy array.
     :param boxes2: (M, 4) xyxy array.
+    :param check_values: as for ``box_iou``.
     :returns: (N, M) array with values in (-1, 1]; where |C| is 0 (two equal
         zero-area boxes) the penalty term is taken as 0.
     """
     boxes1 = check_boxes(boxes1, "boxes1")
     boxes2 = check_boxes(boxes2, "boxes2")
+    if check_values:
+        check_box_values(boxes1, "boxes1")
+        check_box_values(boxes2, "boxes2")
     xp = backend.xp_of(boxes1, boxes2)
     iou, union = _iou_and_union(boxes1, boxes2)
     top_left = xp.minimum(boxes1[:, None, :2], boxes2[None, :, :2])
@@ -302,6 +331,12 @@ def _check_nms_inputs(boxes, scores, iou_threshold):
     return boxes, scores
 
 
+def _check_nms_values(boxes, scores):
+    """Finite scores, then finite, well-ordered boxes: a ValueError naming the first bad one."""
+    check_finite(backend.to_numpy(scores), "scores")
+    check_box_values(boxes)
+
+
 def _score_order(scores, xp):
     """Indices by decreasing score; ties keep input order (stable sort, as torchvision)."""
     return xp.argsort(-scores, kind="stable")
@@ -314,6 +349,11 @@ def _greedy_nms(boxes, scores, iou_threshold, classes=None, images=None, num_ima
     Returns one int64 index array per image, by decreasing score, at most ``top_n`` long.
     """
     xp = backend.xp_of(boxes, scores)
+    # One flag per box (a NaN/inf score or corner, or an inverted box): it crosses to the host
+    # with the overlaps, in their one copy, instead of a sync of its own.
+    bad = ~xp.isfinite(scores) | ~xp.isfinite(boxes).all(axis=1)
+    bad |= (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    checked = boxes, scores
     order = _score_order(scores, xp)
     if images is None:
         counts = numpy.array([boxes.shape[0]])
@@ -343,7 +383,10 @@ def _greedy_nms(boxes, scores, iou_threshold, classes=None, images=None, num_ima
         if classes is not None:
             block &= classes[start:end, None] == classes[None, start:end]
         blocks.append(block.reshape(-1))
-    overlaps = backend.to_numpy(xp.concatenate(blocks) if len(blocks) > 1 else blocks[0])
+    overlaps = backend.to_numpy(xp.concatenate([bad, *blocks]))
+    if overlaps[:bad.shape[0]].any():  # only now, on the error path, copy the values
+        _check_nms_values(*checked)
+    overlaps = overlaps[bad.shape[0]:]
     # The sweep is sequential (each kept box decides which boxes are still alive), so it runs
     # on the host: the overlaps cross once, instead of one device sync per kept box.
     kept, offset = [], 0
@@ -369,8 +412,10 @@ def _greedy_nms(boxes, scores, iou_threshold, classes=None, images=None, num_ima
 def nms(boxes, scores, iou_threshold: float):
     """Greedy non-maximum suppression (torchvision.ops.nms).
 
-    :param boxes: (N, 4) xyxy array.
-    :param scores: (N,) array of scores, same device.
+    :param boxes: (N, 4) xyxy array, finite, x1 <= x2 and y1 <= y2.
+    :param scores: (N,) array of finite scores, same device. A NaN score or box, or
+        an inverted box, is a ValueError naming the first bad index; the check rides
+        on the one copy of the overlaps to the host.
     :param iou_threshold: in [0, 1]; a box is dropped when its IoU with a kept,
         higher-scoring box is strictly greater than this.
     :returns: int64 array of the kept indices into ``boxes``, by decreasing
@@ -384,6 +429,7 @@ def nms_naive(boxes, scores, iou_threshold: float):
     """Greedy NMS straight from its definition: two plain loops. A reference for tests."""
     boxes, scores = _check_nms_inputs(boxes, scores, iou_threshold)
     xp = backend.xp_of(boxes, scores)
+    _check_nms_values(boxes, scores)
     order = _score_order(scores, xp)
     iou = _iou_and_union(boxes[order], boxes[order])[0]  # (N, N), rows and columns by score
     n = boxes.shape[0]

@@ -78,9 +78,14 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ValueError("params is empty: the optimiser has no parameters to update")
+        first_seen = {}
         for i, p in enumerate(self.params):
             if not isinstance(p, Tensor):
                 raise TypeError(f"params[{i}] must be a Tensor, got {type(p).__name__}")
+            if id(p) in first_seen:  # torch refuses it too: the step would move p twice
+                raise ValueError(f"params[{i}] is the same parameter as "
+                                 f"params[{first_seen[id(p)]}]: each may appear only once")
+            first_seen[id(p)] = i
         check_nonnegative(lr, "lr")
         self.lr = float(lr)
         self.state = [{} for _ in self.params]  # per-parameter buffers, in params order

@@ -11,14 +11,17 @@ when the type is right and the value is not (a negative size, a fraction above
 1, an array of the wrong shape).
 
 This module is not an operator: it sits beside the backend, imports nothing of
-tinyseg, and anything may import it. Checks that only one op needs (the
-channels of a convolution, the labels of a cross entropy) stay private in that
-op's file, next to the maths they protect.
+tinyseg (only numpy, for the value checks of host arrays), and anything may
+import it. Checks that only one op needs (the channels of a convolution, the
+labels of a cross entropy) stay private in that op's file, next to the maths
+they protect.
 """
 
 from __future__ import annotations
 
 import numbers
+
+import numpy
 
 
 def pair(value, name: str, minimum: int = 0) -> tuple[int, int]:
@@ -104,3 +107,38 @@ def check_bool(value, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
+
+
+def first_bad_index(bad) -> tuple:
+    """The index (a tuple, row-major) of the first True in a boolean host array, or None."""
+    flat = numpy.flatnonzero(numpy.asarray(bad))
+    if flat.size == 0:
+        return None
+    return tuple(int(i) for i in numpy.unravel_index(flat[0], numpy.shape(bad)))
+
+
+def check_finite(array, name: str) -> None:
+    """Require every value of a host (numpy) array to be finite; name the first bad index.
+
+    A NaN or an infinity in boxes or scores does not raise by itself: a comparison with
+    NaN is simply False, so an IoU comes out 0 and NMS keeps the box. Call this on data
+    that is already on the host; on a device array it would be a sync (``boxes.py`` and
+    ``ops/roi.py`` fold their checks into a copy they make anyway).
+    """
+    values = numpy.asarray(array)
+    if values.dtype.kind not in "fc" or values.size == 0:
+        return  # integers are always finite
+    index = first_bad_index(~numpy.isfinite(values))
+    if index is not None:
+        raise ValueError(f"{name} must be finite, got {values[index]!r} at index "
+                         f"{list(index)}")
+
+
+def check_ordered_boxes(boxes, name: str) -> None:
+    """Require x1 <= x2 and y1 <= y2 in every row of a finite host (N, 4) xyxy array."""
+    values = numpy.asarray(boxes)
+    bad = (values[:, 2] < values[:, 0]) | (values[:, 3] < values[:, 1])
+    index = first_bad_index(bad)
+    if index is not None:
+        raise ValueError(f"{name} must be xyxy boxes with x1 <= x2 and y1 <= y2, got "
+                         f"{values[index[0]].tolist()} at index {index[0]} (an inverted box)")

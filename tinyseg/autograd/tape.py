@@ -11,7 +11,9 @@ it applies the chain rule
 and *adds* the result to what that input already received, because a tensor
 used twice gets a gradient from each use (the multivariate chain rule sums
 over paths). Leaves, the tensors you made yourself with ``requires_grad=True``,
-keep their total in ``.grad``.
+keep their total in ``.grad``. The pass then frees the graph (each node drops its
+``ctx``), as torch does: a second ``backward`` through it is an error, not gradients
+counted twice, unless the first was called with ``retain_graph=True``.
 
 ``ctx.needs_input_grad`` (one bool per forward argument) is known *before*
 forward runs, so both forward (what to save) and backward (what to compute)
@@ -73,6 +75,8 @@ class Node:
 
     def __init__(self, function, ctx, inputs, out_meta):
         self.function, self.ctx, self.inputs, self.out_meta = function, ctx, inputs, out_meta
+
+    freed = property(lambda self: self.ctx is None)  # backward ran and dropped what it saved
 
 
 class Function:
@@ -137,6 +141,9 @@ class Tensor:
             data = data.data
         xp = backend.xp_of(data)
         self.data = data if backend.is_cupy_array(data) else xp.asarray(data)
+        if self.data.dtype.kind not in "biuf":  # an object array would fail far from here
+            raise TypeError(f"data must hold numbers (bool, int or float), got an array of "
+                            f"dtype {self.data.dtype}")
         if requires_grad and not _is_float(self.data.dtype):
             raise TypeError(f"requires_grad=True needs a floating dtype, got {self.data.dtype}")
         self.requires_grad = bool(requires_grad)
@@ -168,8 +175,15 @@ class Tensor:
     def detach(self) -> Tensor:
         return Tensor(self.data)
 
-    def backward(self, grad=None):
-        """Accumulate d(self)/d(leaf) * grad into every leaf's ``.grad``."""
+    def backward(self, grad=None, retain_graph: bool = False):
+        """Accumulate d(self)/d(leaf) * grad into every leaf's ``.grad``.
+
+        As in torch, the pass frees the graph: each node drops its ``ctx`` (what forward
+        saved), so a second ``backward`` through it is a RuntimeError instead of gradients
+        silently added twice. ``retain_graph=True`` keeps the graph for another pass.
+        """
+        if not isinstance(retain_graph, bool):
+            raise TypeError(f"retain_graph must be True or False, got {retain_graph!r}")
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad")
         xp = backend.xp_of(self.data)
@@ -187,9 +201,16 @@ class Tensor:
             self._accumulate(grad)
             return
         # pending[node]: the gradients its outputs have received so far, one slot each
+        nodes = list(_topological_order(self._node))
+        if any(node.freed for node in nodes):
+            raise RuntimeError(
+                "Trying to backward through the graph a second time: its saved values were "
+                "freed by the first backward(). Call backward(retain_graph=True) the first "
+                "time if you need to backward through the graph again"
+            )
         pending = {id(self._node): [None] * len(self._node.out_meta)}
         pending[id(self._node)][self._index] = grad
-        for node in _topological_order(self._node):
+        for node in nodes:
             douts = [
                 d if d is not None else xp.zeros(shape, dtype)
                 for d, (shape, dtype) in zip(pending.pop(id(node)), node.out_meta)
@@ -215,6 +236,9 @@ class Tensor:
                 slots = pending.setdefault(id(tensor._node), [None] * len(tensor._node.out_meta))
                 old = slots[tensor._index]
                 slots[tensor._index] = g if old is None else old + g  # the sum over paths
+        if not retain_graph:
+            for node in nodes:
+                node.ctx = None  # frees the saved arrays; marks the node as used
 
     def _accumulate(self, g):
         self.grad = g.copy() if self.grad is None else self.grad + g

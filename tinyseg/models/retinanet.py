@@ -199,7 +199,7 @@ class RetinaNet(AnchorDetector):
         if not 0 < self.prior_prob < 1:
             raise ValueError(f"prior_prob must be strictly between 0 and 1, got {prior_prob!r}")
         self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=True)
-        self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
+        self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0), check_values=False)
         self.topk_candidates = check_int(topk_candidates, "topk_candidates", 1)
 
         c_in = self.widths[-1]
@@ -283,7 +283,7 @@ class RetinaNet(AnchorDetector):
         num_anchors = anchors.shape[0]
         num_object_classes = self.num_classes - 1
         gt_boxes = gt_boxes.astype(anchors.dtype, copy=False)
-        matches = self.matcher(box_iou(gt_boxes, anchors))  # (K,): gt index, -1 or -2
+        matches = self.matcher(box_iou(gt_boxes, anchors, check_values=False))  # (K,): gt, -1 or -2
         positive = matches >= 0
         if gt_boxes.shape[0] == 0:  # nothing to gather from: every anchor is background
             labels = xp.zeros(num_anchors, dtype=xp.int64)

@@ -326,7 +326,7 @@ class RoIHeads(Module):
                                         allow_low_quality_matches=False)
         self.fg_bg_sampler = BalancedPositiveNegativeSampler(batch_size_per_image,
                                                              positive_fraction)
-        self.box_coder = BoxCoder(BOX_CODER_WEIGHTS)
+        self.box_coder = BoxCoder(BOX_CODER_WEIGHTS, check_values=False)
         if not isinstance(masks, bool):
             raise ValueError(f"masks must be True or False, got {masks!r}")
         self.masks = masks
@@ -371,7 +371,7 @@ class RoIHeads(Module):
             if gt.shape[0] == 0:
                 matches = xp.full(props.shape[0], BELOW_LOW_THRESHOLD, dtype=xp.int64)
             else:
-                matches = self.proposal_matcher(box_iou(gt, props))
+                matches = self.proposal_matcher(box_iou(gt, props, check_values=False))
             safe = xp.maximum(matches, 0)
             image_labels = xp.where(
                 matches >= 0, gt_labels[safe] if gt.shape[0] else 0,

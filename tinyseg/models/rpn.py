@@ -147,7 +147,7 @@ class RegionProposalNetwork(Module):
         if isinstance(min_size, bool) or not isinstance(min_size, (int, float)) or min_size < 0:
             raise ValueError(f"min_size must be a number >= 0, got {min_size!r}")
         self.min_size = float(min_size)
-        self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
+        self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0), check_values=False)
         self.head = RPNHead(in_channels, self.num_anchors)
 
     def head_outputs(self, features):
@@ -211,7 +211,7 @@ class RegionProposalNetwork(Module):
                 labels.append(xp.zeros(anchors.shape[0], dtype=xp.int64))
                 box_targets.append(xp.zeros_like(anchors))
                 continue
-            matches = self.proposal_matcher(box_iou(gt, anchors))
+            matches = self.proposal_matcher(box_iou(gt, anchors, check_values=False))
             labels.append(xp.where(matches >= 0, 1,
                                    xp.where(matches == BELOW_LOW_THRESHOLD, 0, -1)))
             box_targets.append(self.box_coder.encode(gt[xp.maximum(matches, 0)], anchors))

@@ -276,7 +276,8 @@ def assign_predictors(output, target, object_mask, image_size):
     K = cells.shape[0]
     # IoU of every predicted box of an object cell with every object: (K*B, K). Only the block
     # diagonal (each box with ITS cell's object) is wanted; K is small, so the rest is cheap.
-    pairwise = box_iou(predicted[cells].reshape(K * B, 4), truth[cells]).reshape(K, B, K)
+    pairwise = box_iou(predicted[cells].reshape(K * B, 4), truth[cells],
+                       check_values=False).reshape(K, B, K)
     k = xp.arange(K)
     iou_k = pairwise[k, :, k]  # (K, B)
     responsible = xp.zeros((N * S * S, B), dtype=bool)

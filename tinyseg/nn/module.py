@@ -26,6 +26,7 @@ from collections import OrderedDict, namedtuple
 
 from .. import backend
 from ..autograd import Tensor
+from ..ops.norm import check_running_var
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
@@ -339,6 +340,8 @@ class Module:
                     f"size mismatch for {key!r}: the state dict has shape {tuple(value.shape)}, "
                     f"the model has shape {tuple(own.shape)}"
                 )
+            if name == "running_var":  # checked here, once, not in every eval forward
+                check_running_var(value, f"state_dict[{key!r}]")
             updates.append((own, value))
         for own, value in updates:
             own[...] = backend.to_device(value, backend.device_of(own))

@@ -146,7 +146,7 @@ import itertools
 import math
 from typing import NamedTuple
 
-from ..backend import xp_of
+from ..backend import to_numpy, xp_of
 from ..validate import check_float, check_same_shape
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -214,8 +214,9 @@ def _check_broadcasts(a, shape, name):
         )
 
 
-def _check_labels(input, target, ignore_index):
-    """Integer labels (N, d1, ...) for (N, K, d1, ...) scores: int64 labels and the counted mask."""
+def _check_labels(input, target, ignore_index, weight=None):
+    """int64 labels (N, d1, ...) for (N, K, d1, ...) scores, and the counted mask; the class
+    ``weight`` (K,), if given, must be finite and >= 0 (else a NaN mean): one host read."""
     xp = xp_of(input)
     if getattr(getattr(target, "dtype", None), "kind", None) not in ("i", "u"):
         raise TypeError(
@@ -231,7 +232,15 @@ def _check_labels(input, target, ignore_index):
     K = input.shape[1]
     labels = target.astype(xp.int64)  # uint8 masks with 255 compare safely with ignore_index
     valid = labels != ignore_index
-    if bool(xp.any(valid & ((labels < 0) | (labels >= K)))):
+    bad = xp.any(valid & ((labels < 0) | (labels >= K))).astype(xp.int64)
+    if weight is not None:
+        bad = bad + 2 * xp.any(~((weight >= 0) & (weight < math.inf)))  # NaN fails both
+    bad = int(bad)
+    if bad & 2:
+        w = to_numpy(weight)
+        k = int((~((w >= 0) & (w < math.inf))).argmax())
+        raise ValueError(f"weight must hold finite class weights >= 0, got {w[k]!r} for class {k}")
+    if bad:
         raise ValueError(
             f"target values must lie in [0, {K}) (K = input.shape[1]) or equal "
             f"ignore_index={ignore_index}"
@@ -247,10 +256,12 @@ def _check_scores(input, name):
 
 def _check_cross_entropy(input, target, weight, ignore_index, reduction):
     _check_scores(input, "input")
-    labels, valid = _check_labels(input, target, ignore_index)
     K = input.shape[1]
+    if weight is not None:
+        check_float(weight, "weight")  # before the value check of _check_labels
     if weight is not None and tuple(weight.shape) != (K,):
         raise ValueError(f"weight must have shape (K,) = ({K},), one per class, got {weight.shape}")
+    labels, valid = _check_labels(input, target, ignore_index, weight)
     _check_reduction(reduction)
     return labels, valid, _as_dtype(weight, input.dtype, "weight")
 

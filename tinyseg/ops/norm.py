@@ -109,10 +109,27 @@ from __future__ import annotations
 from numbers import Real
 from typing import NamedTuple
 
-from ..backend import xp_of
+import numpy
+
+from ..backend import is_cupy_array, to_numpy, xp_of
 from ..validate import check_float
 
 _LAYOUTS = "(N, C), (N, C, L) or (N, C, H, W)"
+
+
+def check_running_var(running_var, name: str = "running_var") -> None:
+    """A variance buffer must be >= 0 (and finite): sqrt(var + eps) of a negative is NaN.
+
+    Eval mode checks a host buffer on every call (C values: free). A GPU buffer is not
+    checked per call, which would be a device sync per layer in every evaluation; it is
+    checked where it enters, in ``Module.load_state_dict``, and training keeps it >= 0.
+    """
+    values = to_numpy(running_var)
+    bad = numpy.flatnonzero(~(numpy.isfinite(values) & (values >= 0)))
+    if bad.size:
+        c = int(bad[0])
+        raise ValueError(f"{name} must hold variances >= 0, got {values.reshape(-1)[c]!r} "
+                         f"for channel {c}")
 
 
 def _check_batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps):
@@ -135,6 +152,8 @@ def _check_batch_norm(x, running_mean, running_var, weight, bias, training, mome
         raise ValueError("running_mean and running_var must both be given or both be None")
     if not training and running_mean is None:
         raise ValueError("running_mean and running_var are needed when training=False")
+    if not training and not is_cupy_array(running_var):
+        check_running_var(running_var, "running_var")
     if not isinstance(training, bool):
         raise TypeError(f"training must be True or False, got {training!r}")
     if isinstance(momentum, bool) or not isinstance(momentum, Real) or not 0 <= momentum <= 1:

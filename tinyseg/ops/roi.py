@@ -105,7 +105,12 @@ box of size <= 0) the row of that matrix is zero and the output is 0, as the
 max(g_h g_w, 1) rule says. The code builds Ay for all K RoIs at once: the
 sample coordinates (K, PH, G) with G the largest grid and a mask for the
 samples i >= g_k, then their two taps and weights go into Ay with one
-``scatter_add``. The forward is then, per image b with K_b RoIs, one matrix
+``scatter_add``. A huge box would make G huge (a box of 1e9 pixels: 5e8 samples
+per bin), but only the samples inside [-1, H] add anything, and they lie d =
+bin_h / g_h apart (d >= 1/2 for the adaptive grid), so each bin keeps a window
+of at most (H + 1) / d + 3 consecutive samples, starting at its first sample
+that can be in range: the same samples, the same sums, a cost bounded by the
+feature size. The forward is then, per image b with K_b RoIs, one matrix
 product over the rows of all its RoIs, (K_b*PH, H) @ (H, C*W), and one batch
 of K_b products (PH*C, W) @ (W, PW) over the columns: no loop over bins or
 samples.
@@ -145,10 +150,14 @@ import math
 import numbers
 from typing import NamedTuple
 
+import numpy
+
 from ..backend import scatter_add, to_numpy, xp_of
 from ..validate import check_float, check_ndim, pair
 from .resize import interpolation_matrix
 
+# The largest sample grid per bin: float indices below it are exact integers.
+_MAX_GRID = float(2 ** 50)
 # Elements of one masked RoIPool chunk: a few tens of MB, whatever K is.
 _POOL_CHUNK_ELEMENTS = 1 << 22
 
@@ -245,12 +254,24 @@ def _rois_for(x, rois):
     xp = xp_of(x, rois)
     rois = rois.astype(x.dtype, copy=False)
     b = rois[:, 0]
-    # One small device-to-host read: a bad index would read another image's features.
-    if rois.shape[0] and bool(xp.any((b != xp.floor(b)) | (b < 0) | (b >= N))):
-        raise ValueError(
-            f"boxes: the batch index (column 0 of the (K, 5) rois) must be a whole number "
-            f"in [0, {N}) for x with {N} images"
-        )
+    if rois.shape[0] == 0:
+        return rois, b.astype(xp.int64)
+    # One small device-to-host read for both checks: a bad index would read another
+    # image's features, and a NaN corner would silently give zeros.
+    nonfinite = ~xp.isfinite(rois[:, 1:]).all(axis=1)
+    bad_batch = (b != xp.floor(b)) | (b < 0) | (b >= N)
+    if int(bad_batch.any().astype(xp.int64) + 2 * nonfinite.any().astype(xp.int64)):
+        host = to_numpy(rois)  # the error path only
+        bad = numpy.flatnonzero(to_numpy(bad_batch))
+        if bad.size:
+            raise ValueError(
+                f"boxes: the batch index (column 0 of the (K, 5) rois) must be a whole "
+                f"number in [0, {N}) for x with {N} images, got {host[bad[0], 0]!r} in row "
+                f"{int(bad[0])}"
+            )
+        k = int(numpy.flatnonzero(to_numpy(nonfinite))[0])
+        raise ValueError(f"boxes must be finite, got {host[k, 1:].tolist()} in row {k} "
+                         f"(the (K, 5) rois row [b, x1, y1, x2, y2] {host[k].tolist()})")
     return rois, b.astype(xp.int64)
 
 
@@ -279,7 +300,8 @@ def _roi_grid(size, n_bins, sampling_ratio):
     xp = xp_of(size)
     if sampling_ratio > 0:
         return xp.full(size.shape, sampling_ratio, dtype=xp.int64)
-    return xp.ceil(size / n_bins).astype(xp.int64)
+    # capped where an int64 (and a float index) is still exact: boxes up to ~1e15 pixels
+    return xp.minimum(xp.ceil(size / n_bins), _MAX_GRID).astype(xp.int64)
 
 
 def _align_axis_matrix(start, size, grid, n_bins, n_in):
@@ -288,19 +310,41 @@ def _align_axis_matrix(start, size, grid, n_bins, n_in):
     ``start``, ``size`` (K,) the RoI along this axis on the feature grid, ``grid``
     (K,) int samples per bin (<= 0: none). One axis of the separable form
     out[k] = Ay[k] @ x @ Ax[k]^T; see the module docstring.
+
+    Only the samples inside [-1, n_in] add anything, and they are evenly spaced d apart,
+    so each bin needs a window of at most (n_in + 1) / |d| + 3 consecutive samples: its
+    first index comes from the bin's start, and every sample is computed by the same
+    formula as before. The result is exact, and a box of 1e9 pixels costs what a box of
+    the image's size costs (the adaptive grid has d >= 1/2, so the window is ~2 n_in).
     """
     xp = xp_of(start)
     K, dtype = start.shape[0], start.dtype
-    g_max = int(grid.max()) if K else 0  # shape of the sample axis: one host read
-    if g_max <= 0:
-        return xp.zeros((K, n_bins, n_in), dtype=dtype)
+    if K == 0:
+        return xp.zeros((0, n_bins, n_in), dtype=dtype)
     bin_size = (size / n_bins)[:, None, None]
     g = xp.maximum(grid, 1).astype(dtype)[:, None, None]
     p = xp.arange(n_bins, dtype=dtype)[None, :, None]
-    i = xp.arange(g_max, dtype=dtype)[None, None, :]
-    # (K, n_bins, G) sample coordinates, in torchvision's order of operations
+    step = (bin_size / g).astype(xp.float64)  # spacing of the samples (< 0: a reversed box)
+    moving = step != 0
+    span = xp.where(moving, (n_in + 1) / xp.where(moving, xp.abs(step), 1), _MAX_GRID)
+    window = xp.minimum(xp.ceil(span) + 3, _MAX_GRID)
+    # the sample-axis length, enough for every RoI's min(g_k, window_k): one host read
+    length = int(xp.minimum(grid[:, None, None], window).max())
+    if length <= 0:
+        return xp.zeros((K, n_bins, n_in), dtype=dtype)
+    # the first sample index of each bin that can be in range, one early for rounding
+    bin_start = (start[:, None, None] + p * bin_size).astype(xp.float64)
+    # (i + 0.5) d >= -1 - start for d > 0, <= n_in - start for d < 0: the smaller quotient
+    safe_step = xp.where(moving, step, 1)
+    lowest = xp.minimum((-1 - bin_start) / safe_step, (n_in - bin_start) / safe_step)
+    first = xp.where(moving, xp.clip(xp.floor(lowest - 0.5) - 1, 0, _MAX_GRID), 0)
+    # a RoI whose whole grid fits in its window keeps it, from sample 0
+    first = xp.where(grid[:, None, None] <= window, 0, first).astype(xp.int64)
+    index = first + xp.arange(length, dtype=xp.int64)[None, None, :]  # (K, n_bins, L)
+    i = index.astype(dtype)
+    # (K, n_bins, L) sample coordinates, in torchvision's order of operations
     coord = start[:, None, None] + p * bin_size + (i + 0.5) * bin_size / g
-    counts = (i < grid[:, None, None]) & (coord >= -1) & (coord <= n_in)  # else adds 0
+    counts = (index < grid[:, None, None]) & (coord >= -1) & (coord <= n_in)  # else adds 0
     coord = xp.clip(coord, 0, n_in)  # negative -> 0; the upper clip only keeps ints small
     share = counts / g  # each counted sample is 1/g of the bin's mean on this axis
     return interpolation_matrix(coord, n_in, share)
@@ -374,6 +418,11 @@ def roi_align_forward(x, rois, output_size, spatial_scale=1.0, sampling_ratio=-1
     :param aligned: True shifts the box by half a pixel so that its
         coordinates refer to pixel centres (and lets it be thinner than a pixel).
     :returns: ``(out, cache)``, out (K, C, PH, PW) in x's dtype.
+
+    Non-finite box corners or a bad batch index are a ValueError naming the row. An
+    inverted box (x2 < x1 or y2 < y1) is not an error, as in torchvision: with
+    ``aligned=False`` its size is clamped to 1 feature pixel from (x1, y1); with
+    ``aligned=True`` its adaptive grid is empty and its output is 0.
     """
     (PH, PW), scale, sampling_ratio = _check_align_args(
         x, output_size, spatial_scale, sampling_ratio, aligned
