@@ -390,6 +390,10 @@ def _instances(sample: dict, num_classes: int, where: str):
     boxes = _tight_boxes(masks) if boxes is None else np.asarray(boxes, dtype=np.float32)
     if boxes.shape != (len(masks), 4):
         raise ValueError(f"{where}: boxes must have shape ({len(masks)}, 4), got {boxes.shape}")
+    flat = np.flatnonzero(~((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])))
+    if flat.size:  # the reader refuses such a box, so do not write one
+        raise ValueError(f"{where}: instance {int(flat[0])} has the box {boxes[flat[0]].tolist()} "
+                         "of no size (x2 <= x1 or y2 <= y1)")
     return masks, labels, boxes
 
 
