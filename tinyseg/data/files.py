@@ -19,33 +19,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["read_rgb", "read_rgb_uint8", "check_classes", "image_array", "sample_id", "export_args",
-           "dataset_classes"]
-
-
+__all__ = ["read_rgb", "read_rgb_uint8", "check_classes", "image_array", "sample_id",
+           "export_args", "dataset_classes"]
 
 # Pillow modes that hold more than 8 bits per pixel; convert("RGB") clips them at 255, which
 # turns a 16-bit photo white, so they are scaled down here first.
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I;16BS", "I;16LS")
 
 
-def _to_rgb_uint8(img, path: Path) -> np.ndarray:
-    """uint8 (H, W, 3) from an opened Pillow image of any mode, scaled if it is 16-bit."""
-    if img.mode in _WIDE_MODES:  # 16-bit greyscale (a 32-bit "I" must hold 16-bit values)
-        values = np.asarray(img).astype(np.int64)
-        if values.size and (values.min() < 0 or values.max() > 65535):
-            raise ValueError(
-                f"cannot read image {path}: mode {img.mode!r} with values "
-                f"{values.min()}..{values.max()}, outside the 16-bit range 0..65535"
-            )
-        grey = (values >> 8).astype(np.uint8)  # keep the high byte: 65535 -> 255, 257*k -> k
-        return np.repeat(grey[..., None], 3, axis=-1)
-    if img.mode == "F":  # 32-bit float: no agreed scale (0..1? 0..255?), so say so
+def _wide_to_rgb_uint8(values: np.ndarray, mode: str, path: Path) -> np.ndarray:
+    """uint8 (H, W, 3) from a 16-bit greyscale image's values: the high byte, v >> 8."""
+    values = values.astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
         raise ValueError(
-            f"cannot read image {path}: mode 'F' (32-bit float) has no agreed range; "
-            "save it as an 8- or 16-bit image"
+            f"cannot read image {path}: mode {mode!r} with values "
+            f"{values.min()}..{values.max()}, outside the 16-bit range 0..65535"
         )
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)  # palette, CMYK, alpha, 1-bit, ...
+    grey = (values >> 8).astype(np.uint8)  # 65535 -> 255, and 257 * k -> k for k in 0..255
+    return np.repeat(grey[..., None], 3, axis=-1)
 
 
 def read_rgb_uint8(path) -> np.ndarray:
@@ -71,18 +62,26 @@ def read_rgb_uint8(path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            return _to_rgb_uint8(img, path)
+            mode = img.mode
+            if mode in _WIDE_MODES:  # 16-bit greyscale (a 32-bit "I" must hold 16-bit values)
+                values = np.asarray(img)
+            elif mode != "F":  # palette, CMYK, alpha, 1-bit, ...: Pillow's own conversion
+                rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
     except Image.DecompressionBombError as err:
         raise ValueError(
             f"image {path} is too large to read safely ({err}); if you trust the file, raise "
             "PIL.Image.MAX_IMAGE_PIXELS"
         ) from err
-    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
-    except ValueError as err:
-        if str(path) in str(err):  # ours, already naming the file
-            raise
-        raise ValueError(f"cannot read image {path}: {err}") from err
+    if mode == "F":  # 32-bit float: no agreed scale (0..1? 0..255?), so say so
+        raise ValueError(
+            f"cannot read image {path}: mode 'F' (32-bit float) has no agreed range; "
+            "save it as an 8- or 16-bit image"
+        )
+    if mode in _WIDE_MODES:
+        return _wide_to_rgb_uint8(values, mode, path)
+    return rgb
 
 
 def read_rgb(path) -> np.ndarray:
