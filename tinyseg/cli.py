@@ -288,15 +288,10 @@ def _add_eval(subparsers):
 
 
 def _read_image(path):
-    from PIL import Image, UnidentifiedImageError
+    """An RGB photo (H, W, 3) uint8 from PATH, read as the dataset folders read theirs."""
+    from .data.files import read_rgb_uint8  # errors name the file; main prints them as one line
 
-    if not os.path.isfile(path):
-        raise CommandError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as image:
-            return numpy.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise CommandError(f"cannot read image {path}: {err}") from None
+    return read_rgb_uint8(path)
 
 
 def _model_input(picture, size: int):

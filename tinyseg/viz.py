@@ -64,11 +64,21 @@ def _as_labels(labels):
     return labels.astype(np.intp)
 
 
-def _as_hwc(image):
-    """(3, H, W) or (H, W, 3) float in [0, 1] (or uint8) -> (H, W, 3) float in [0, 1]."""
+def _as_hwc(image, channels_first=None):
+    """(3, H, W) or (H, W, 3) float in [0, 1] (or uint8) -> (H, W, 3) float in [0, 1].
+
+    ``channels_first=True`` / ``False`` says the layout; ``None`` reads it from the shape:
+    channels last when the last axis has 1 or 3 entries (what Pillow gives, and an image only
+    1 or 3 pixels high, (1, W, 3) or (3, W, 3), stays as it is), else channels first when the
+    first axis has. So a (3, H, W) image only 1 or 3 pixels *wide* needs ``channels_first=True``
+    (the figure functions, whose images are always (N, 3, H, W), pass it).
+    """
     image = np.asarray(image)
-    if image.ndim == 3 and image.shape[0] in (1, 3):  # tinyseg's layout first: (C, H, W)
-        image = image.transpose(1, 2, 0)
+    if image.ndim == 3:
+        if channels_first is None:
+            channels_first = image.shape[-1] not in (1, 3) and image.shape[0] in (1, 3)
+        if channels_first:  # tinyseg's layout: (C, H, W)
+            image = image.transpose(1, 2, 0)
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3 or image.shape[-1] not in (1, 3):
@@ -149,7 +159,7 @@ def predictions_figure(images, targets, preds, classes=None, title=None):
     images, targets = center_crop(images, (h, w)), center_crop(targets, (h, w))
     fig, axes = plt.subplots(3, n, figsize=(1.9 * n + 0.4, 6.2), squeeze=False)
     for j in range(n):
-        panels = [_as_hwc(images[j]), colorize(targets[j]), colorize(preds[j])]
+        panels = [_as_hwc(images[j], channels_first=True), colorize(targets[j]), colorize(preds[j])]
         for i, panel in enumerate(panels):
             ax = axes[i, j]
             ax.imshow(panel, interpolation="nearest")
@@ -249,7 +259,7 @@ def detections_figure(images, targets, preds, classes=None, title=None,
              np.asarray(preds[j]["masks"])[keep][::-1] if with_masks else None),
         ]):
             ax = axes[i, j]
-            picture = _as_hwc(images[j])
+            picture = _as_hwc(images[j], channels_first=True)
             if with_masks and masks is not None:
                 picture = overlay_instances(picture, masks)
             ax.imshow(picture, interpolation="nearest")

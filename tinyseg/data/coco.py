@@ -24,13 +24,18 @@ converted to xyxy), and a semantic mask painted from them: later annotations pai
 earlier ones, and crowd regions (``iscrowd: 1``) are painted 255 (ignore) last. An annotation
 without a segmentation is taken to fill its bbox.
 
-Every problem with a folder raises an error whose message names the file at fault.
+Every problem with a folder raises an error whose message names the file at fault, and the
+annotation id where there is one. Broken annotations are refused, not guessed at: a bbox of
+zero or negative width or height, a bbox wholly outside its image, a polygon of fewer than 3
+points, an annotation id used twice. A bbox partly outside its image is clipped to the image
+(with a warning when it reached more than a pixel past the edge).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +171,8 @@ class COCODataset(SampleDataset):
             width = self._field(img, "width", int, where)
             if image_id in row_of:
                 raise self._error(f"image id {image_id} appears twice")
+            if height <= 0 or width <= 0:
+                raise self._error(f"{where}: height {height} and width {width} must be positive")
             path = self.image_dir / file_name
             if not path.is_file():
                 raise FileNotFoundError(
@@ -177,10 +184,15 @@ class COCODataset(SampleDataset):
             raise self._error('"images" is empty')
 
         self.annotations: list[list[_Annotation]] = [[] for _ in self.images]
+        seen, clipped = set(), []
         for j, ann in enumerate(self._list(data, "annotations", required=False)):
             where = f"annotations[{j}]"
             if isinstance(ann, dict) and "id" in ann:
-                where = f"annotation id {ann['id']}"
+                ann_id = self._field(ann, "id", int, where)
+                if ann_id in seen:
+                    raise self._error(f"annotation id {ann_id} appears twice")
+                seen.add(ann_id)
+                where = f"annotation id {ann_id}"
             image_id = self._field(ann, "image_id", int, where)
             cid = self._field(ann, "category_id", int, where)
             if image_id not in row_of:
@@ -194,37 +206,92 @@ class COCODataset(SampleDataset):
             row = row_of[image_id]
             _, _, height, width = self.images[row]
             iscrowd = ann.get("iscrowd", 0)
-            if iscrowd not in (0, 1):
+            if iscrowd not in (0, 1) or isinstance(iscrowd, bool):
                 raise self._error(f'{where}: "iscrowd" must be 0 or 1, got {iscrowd!r}')
-            bbox = ann.get("bbox")
-            if bbox is not None:
-                if not (
-                    isinstance(bbox, list)
-                    and len(bbox) == 4
-                    and all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
-                    and bbox[2] >= 0
-                    and bbox[3] >= 0
-                ):
-                    raise self._error(
-                        f'{where}: "bbox" must be [x, y, width, height], got {bbox!r}'
-                    )
+            bbox = self._bbox(ann.get("bbox"), where, image_id, height, width, clipped)
             seg = ann.get("segmentation")
-            if isinstance(seg, dict):
-                size = seg.get("size")
-                if size != [height, width]:
-                    raise self._error(
-                        f"{where}: RLE size {size} does not match image id {image_id}'s "
-                        f"[height, width] = [{height}, {width}]"
-                    )
-            elif seg is not None and not isinstance(seg, list):
-                raise self._error(
-                    f'{where}: "segmentation" must be polygons (a list) or an '
-                    f"RLE object, got {type(seg).__name__}"
-                )
+            self._check_segmentation(seg, where, image_id, height, width)
             if not seg and bbox is None:
                 raise self._error(f'{where} has neither a "segmentation" nor a "bbox"')
             self.annotations[row].append(
                 _Annotation(ann.get("id", j), self.cat_to_label[cid], seg, bbox, bool(iscrowd))
+            )
+        if clipped:  # a repair, so say so: once per file, naming the first few
+            warnings.warn(
+                f"{self.ann_file}: {len(clipped)} bbox(es) reach more than 1 pixel past their "
+                f"image and were clipped to it ({', '.join(clipped[:3])}"
+                f"{', ...' if len(clipped) > 3 else ''})",
+                stacklevel=3,
+            )
+
+    def _bbox(self, bbox, where: str, image_id: int, height: int, width: int, clipped: list):
+        """The checked bbox [x, y, w, h], clipped to the image; None when there is none.
+
+        A box of zero or negative width or height holds no object, and one wholly outside its
+        image holds none of the image: both are errors. A box partly outside is cut to the
+        image (the part outside has no pixels to learn from); when it reached more than a
+        pixel past the edge (more than annotation tools' rounding), ``where`` joins ``clipped``.
+        """
+        if bbox is None:
+            return None
+        if not (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+            and all(math.isfinite(v) for v in bbox)
+        ):
+            raise self._error(f'{where}: "bbox" must be [x, y, width, height], got {bbox!r}')
+        x, y, bw, bh = (float(v) for v in bbox)
+        if bw <= 0 or bh <= 0:
+            raise self._error(
+                f'{where}: "bbox" {bbox!r} has width {bw:g} and height {bh:g}; both must be '
+                "positive (a box of no size holds no object)"
+            )
+        x1, y1 = max(x, 0.0), max(y, 0.0)
+        x2, y2 = min(x + bw, float(width)), min(y + bh, float(height))
+        if x2 <= x1 or y2 <= y1:
+            raise self._error(
+                f'{where}: "bbox" {bbox!r} lies wholly outside image id {image_id} '
+                f"(width {width}, height {height})"
+            )
+        if min(x, y, width - (x + bw), height - (y + bh)) < -1.0:
+            clipped.append(where)
+        return [x1, y1, x2 - x1, y2 - y1]
+
+    def _check_segmentation(self, seg, where: str, image_id: int, height: int, width: int):
+        """Polygons: lists of >= 3 finite (x, y) points; RLE: the image's [height, width]."""
+        if isinstance(seg, dict):
+            size = seg.get("size")
+            if size != [height, width]:
+                raise self._error(
+                    f"{where}: RLE size {size} does not match image id {image_id}'s "
+                    f"[height, width] = [{height}, {width}]"
+                )
+            if not isinstance(seg.get("counts"), (str, list)):
+                raise self._error(f'{where}: RLE "counts" must be a string or a list of ints')
+        elif isinstance(seg, list):
+            number = (int, float)
+            flat = bool(seg) and all(isinstance(v, number) for v in seg)  # one bare polygon
+            for k, poly in enumerate([seg] if flat else seg):
+                if not (
+                    isinstance(poly, list)
+                    and all(isinstance(v, number) and not isinstance(v, bool) for v in poly)
+                    and all(math.isfinite(v) for v in poly)
+                    and len(poly) % 2 == 0
+                ):
+                    raise self._error(
+                        f"{where}: polygon {k} must be a flat list [x0, y0, x1, y1, ...] of "
+                        "finite numbers"
+                    )
+                if len(poly) < 6:
+                    raise self._error(
+                        f"{where}: polygon {k} has {len(poly) // 2} point(s); a polygon needs "
+                        "at least 3 (fewer enclose no pixel)"
+                    )
+        elif seg is not None:
+            raise self._error(
+                f'{where}: "segmentation" must be polygons (a list) or an '
+                f"RLE object, got {type(seg).__name__}"
             )
 
     # ------------------------------------------------------------------ samples
@@ -272,8 +339,13 @@ class COCODataset(SampleDataset):
             if ann.bbox is not None:
                 x, y, bw, bh = ann.bbox
                 boxes.append((x, y, x + bw, y + bh))
-            else:
+            elif m.any():
                 boxes.append(tuple(_tight_boxes(m[None])[0]))
+            else:  # no bbox to fall back on: the instance would be a box of no size
+                raise self._error(
+                    f"annotation id {ann.ann_id}: its segmentation covers no pixel of image "
+                    f"{path} and it has no bbox"
+                )
         semantic[crowd] = IGNORE_INDEX
         sample = {
             "image": image,
@@ -318,6 +390,10 @@ def _instances(sample: dict, num_classes: int, where: str):
     boxes = _tight_boxes(masks) if boxes is None else np.asarray(boxes, dtype=np.float32)
     if boxes.shape != (len(masks), 4):
         raise ValueError(f"{where}: boxes must have shape ({len(masks)}, 4), got {boxes.shape}")
+    flat = np.flatnonzero(~((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])))
+    if flat.size:  # the reader refuses such a box, so do not write one
+        raise ValueError(f"{where}: instance {int(flat[0])} has the box {boxes[flat[0]].tolist()} "
+                         "of no size (x2 <= x1 or y2 <= y1)")
     return masks, labels, boxes
 
 

@@ -17,7 +17,9 @@ the same values are accepted too.
 Without ``classes.txt`` the folder is taken to use the 21 PASCAL VOC classes
 (:data:`VOC_CLASSES`). :func:`export_voc` always writes ``classes.txt``.
 
-Every problem with a folder raises an error whose message names the file at fault.
+Every problem with a folder raises an error whose message names the file at fault: a missing
+file, an id listed twice, a mask that is not a palette/greyscale PNG, of another size than its
+image, or holding a value that is neither a class index nor 255.
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ class VOCSegmentation(SampleDataset):
             lines = self.split_file.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as err:
             raise ValueError(f"cannot read split file {self.split_file}: {err}") from err
-        ids = []
+        ids, first_line = [], {}
         for lineno, line in enumerate(lines, start=1):
             tokens = line.split()
             if not tokens:
@@ -136,6 +138,12 @@ class VOCSegmentation(SampleDataset):
                     f"{self.split_file}, line {lineno}: expected one image id, got {line.strip()!r}"
                 )
             sid = tokens[0]
+            if sid in first_line:  # read twice, it would count twice in every metric
+                raise ValueError(
+                    f"{self.split_file}, line {lineno}: id {sid!r} is already listed on line "
+                    f"{first_line[sid]}"
+                )
+            first_line[sid] = lineno
             for path in (self.image_dir / f"{sid}.jpg", self.mask_dir / f"{sid}.png"):
                 if not path.is_file():
                     raise FileNotFoundError(
