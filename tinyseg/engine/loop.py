@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from .. import backend
 from .. import checkpoint as ckpt
+from ..autograd import Tensor
 from .evaluate import batch_to_device
 from .tasks import task_for
 
@@ -170,7 +171,8 @@ class Trainer:
 
         One device sync for all of them: the per-array flags are stacked, then copied.
         """
-        state = {k: getattr(v, "data", v) for k, v in self.model.state_dict().items()}
+        state = {k: v.data if isinstance(v, Tensor) else v
+                 for k, v in self.model.state_dict().items()}
         state = {k: v for k, v in state.items() if v.dtype.kind == "f"}
         if not state:
             return
