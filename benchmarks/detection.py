@@ -54,7 +54,7 @@ def train_one(model: str, changes: dict, out: Path, data: str, extra: list[str])
     recipe = recipe.replace(model_options=options, **changes)
     if "--epochs" in extra:
         recipe = recipe.replace(epochs=int(extra[extra.index("--epochs") + 1]))
-    train_model(recipe, data=data, device="cpu", out_dir=out, progress=False)
+    train_model(recipe, data=data, device="cpu", out_dir=out, progress=False, overwrite=True)
 
 
 def run(name: str, out: Path, data: str, threads: int | None, runs=None,

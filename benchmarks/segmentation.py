@@ -35,7 +35,7 @@ BUDGET_SECONDS = 300
 def train(model: str, out: Path, extra=()) -> dict:
     """Run ``tinyseg train`` in a fresh process and read back its metrics.json."""
     command = [sys.executable, "-m", "tinyseg.cli", "train", model, "--device", "cpu",
-               "--out", str(out), "--no-progress", *extra]
+               "--out", str(out), "--overwrite", "--no-progress", *extra]
     print("$", " ".join(command[2:]), flush=True)
     subprocess.run(command, check=True)
     return json.loads((out / "metrics.json").read_text())

@@ -142,3 +142,42 @@ def test_bad_config_and_reserved_key(tmp_path):
     with pytest.raises(TypeError, match="'w'"):
         save_checkpoint(path, {"w": [1.0, 2.0]}, {})
     assert not path.exists()
+
+
+def test_a_config_that_is_not_an_object_is_refused_by_name(tmp_path):
+    path = tmp_path / "listed.npz"
+    numpy.savez(path, w=numpy.ones(2), __config__=numpy.frombuffer(b"[1, 2]", numpy.uint8))
+    with pytest.raises(ValueError, match=r"listed\.npz: the config must be a JSON object, got a "
+                                         r"list"):
+        load_checkpoint(path)
+
+
+def test_a_directory_is_not_reported_as_missing(tmp_path):
+    folder = tmp_path / "ck.npz"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match=r"ck\.npz is a directory"):
+        load_checkpoint(folder)
+
+
+def test_check_finite_names_the_first_bad_array(tmp_path):
+    arrays = {"a.weight": numpy.ones(3), "b.weight": numpy.array([1.0, numpy.nan]),
+              "c.weight": numpy.array([numpy.inf]), "steps": numpy.array([3])}
+    with pytest.raises(ValueError, match=r"ck\.npz: 'b\.weight' holds NaN or infinite"):
+        checkpoint.check_finite(arrays, "ck.npz")
+    checkpoint.check_finite({"a": numpy.ones(2), "n": numpy.arange(3)}, "ok.npz")  # no error
+
+
+def test_write_json_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+    checkpoint.write_json(path, {"miou": float("nan"), "epochs": 2})
+    assert path.read_text().startswith("{") and "null" in path.read_text()
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.write_json(path, {"epochs": 3})
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["metrics.json"]  # the old file, no temp file
+    assert '"epochs": 2' in path.read_text()

@@ -139,8 +139,9 @@ def test_predict_writes_mask_and_overlay(trained, tmp_path, capsys):
 
 def test_train_parser_defaults():
     args = build_parser().parse_args(["train", "deeplab"])
-    assert (args.model, args.data, args.out, args.seed, args.device) == (
-        "deeplab", "shapes", None, 0, "cpu")
+    # None: not asked for (a new run then uses shapes and seed 0; a resumed one the checkpoint's)
+    assert (args.model, args.data, args.out, args.seed, args.device, args.overwrite) == (
+        "deeplab", None, None, None, "cpu", False)
     assert args.epochs is None and args.lr is None and args.batch_size is None
 
 
@@ -200,3 +201,50 @@ def test_bad_files_are_one_line_errors(trained, tmp_path, capsys):
 def test_gpu_without_gpu_is_a_one_line_error(capsys):
     assert main(["train", "unet", "--device", "gpu", *TINY]) == 2
     assert "--device gpu" in error_line(capsys)
+
+
+def test_a_diverged_run_exits_1_and_claims_nothing(tmp_path, capsys):
+    out = tmp_path / "diverged"
+    argv = ["train", "unet", "--lr", "1e30", "--epochs", "2", "--batch-size", "4",
+            "--image-size", "32", "--train-images", "8", "--val-images", "4", "--no-progress",
+            "--out", str(out)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tinyseg: training failed: the ")
+    assert "loss became" in err[0] and "checkpoint" in err[0]
+    assert not (out / "metrics.json").exists() and not (out / "predictions.png").exists()
+
+
+def test_resume_takes_the_run_settings_from_the_checkpoint(tmp_path, capsys):
+    """The issue's scenario: a small run resumed with only --epochs keeps its small settings."""
+    out = tmp_path / "small"
+    assert main(["train", "unet", "--epochs", "1", "--train-images", "4", "--val-images", "4",
+                 "--image-size", "32", "--batch-size", "4", "--out", str(out),
+                 "--no-progress"]) == 0
+    checkpoint = str(out / "checkpoint.npz")
+    (out / ".tmp-killed.npz").write_bytes(b"half a save")  # what a SIGKILL mid-save leaves
+    assert main(["train", "unet", "--epochs", "2", "--resume", checkpoint,
+                 "--no-progress"]) == 0  # no --out: the checkpoint's own folder
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["epochs"], metrics["image_size"], metrics["train_images"],
+            metrics["val_images"], metrics["batch_size"]) == (2, 32, 4, 4, 4)
+    assert not (out / ".tmp-killed.npz").exists()
+    assert (out / "history.csv").read_text().count("\n") == 3
+    # the same value again is fine; another value is refused, naming the setting
+    assert main(["train", "unet", "--epochs", "3", "--image-size", "32", "--resume", checkpoint,
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", "unet", "--epochs", "4", "--image-size", "64", "--resume",
+                 checkpoint]) == 2
+    assert "--image-size 64 differs from the checkpoint's image_size 32" in error_line(capsys)
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 3  # untouched
+
+
+def test_a_used_run_folder_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "again"
+    assert main(["train", "fcn32s", "--out", str(out), *TINY]) == 0
+    assert main(["train", "fcn32s", "--out", str(out), *TINY]) == 2
+    assert "is not empty" in error_line(capsys)
+    assert main(["train", "fcn32s", "--out", str(out), "--overwrite", *TINY]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.npz", "history.csv", "metrics.json", "predictions.png"]

@@ -364,3 +364,97 @@ def test_resume_gives_the_same_run_for_rcnn(tmp_path, model):
     b, _ = load_checkpoint(tmp_path / "resumed" / "checkpoint.npz")
     for key in a:
         numpy.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+# ----- divergence, the run folder and the order of its files -----
+
+
+class _NaNAfter:
+    """A segmentation loss that turns NaN once it has been called ``calls`` times."""
+
+    def __init__(self, calls):
+        self.calls, self.loss = calls, engine.SegmentationLoss()
+
+    def __call__(self, logits, target):
+        self.calls -= 1
+        loss = self.loss(logits, target)
+        return loss * float("nan") if self.calls < 0 else loss
+
+
+def _nan_trainer(tmp_path, loss_fn, epochs=2):
+    nn.init.manual_seed(0)
+    model = build_model("unet", num_classes=4, depth=1, base_width=4)
+    train, val = _loaders(n_train=4, n_val=4, batch_size=4)
+    return engine.Trainer(model, optim.Adam(model.parameters(), lr=1e-2), loss_fn, train, val,
+                          epochs=epochs, out_dir=tmp_path, progress=False, log=_quiet)
+
+
+@pytest.mark.parametrize("calls, which", [(2, "training"), (1, "validation")])
+def test_a_diverged_epoch_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, calls,
+                                                                           which):
+    """Epoch 1 = one training step and one validation batch; then the loss turns NaN: in the
+    training step of epoch 2 (after 2 calls) or in the validation of epoch 1 (after 1)."""
+    trainer = _nan_trainer(tmp_path, _NaNAfter(calls))
+    with pytest.raises(FloatingPointError, match=f"the {which} loss became nan"):
+        trainer.fit()
+    saved = tmp_path / "checkpoint.npz"
+    if which == "training":  # epoch 1 was good: its checkpoint and history stay
+        arrays, config = load_checkpoint(saved)
+        assert config["epoch"] == 1 and all(numpy.isfinite(v).all() for v in arrays.values())
+        assert (tmp_path / "history.csv").read_text().count("\n") == 2
+    else:  # epoch 1 itself diverged: nothing was saved
+        assert not saved.exists()
+
+
+def test_train_model_of_a_diverged_run_writes_no_metrics(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"loss became (nan|inf) in epoch \d; lower the "
+                                                 r"lr; (no epoch finished|.*holds the last)"):
+        engine.train_model(_recipe(lr=1e30, epochs=2), out_dir=tmp_path / "r", progress=False,
+                           log=_quiet)
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_run_files_are_written_atomically_in_order(tmp_path, monkeypatch):
+    import os
+
+    replaced = []
+    real = os.replace
+
+    def record(src, dst):
+        assert os.path.basename(src).startswith(".tmp-")
+        replaced.append(os.path.basename(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", record)
+    engine.train_model(_recipe(epochs=2), out_dir=tmp_path / "r", progress=False, log=_quiet)
+    assert replaced == ["checkpoint.npz", "history.csv"] * 2 + ["predictions.png",
+                                                                 "metrics.json"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == sorted(engine.RUN_FILES)
+
+
+def test_train_model_refuses_a_used_folder_unless_told(tmp_path):
+    out = tmp_path / "r"
+    engine.train_model(_recipe(epochs=1), out_dir=out, progress=False, log=_quiet)
+    with pytest.raises(FileExistsError, match=r"run folder .*r is not empty \(checkpoint\.npz"):
+        engine.train_model(_recipe(epochs=1), out_dir=out, progress=False, log=_quiet)
+    (out / ".tmp-orphan.npz").write_bytes(b"half")
+    (out / "notes.txt").write_text("kept")
+    engine.train_model(_recipe(epochs=1, lr=2e-2), out_dir=out, progress=False, log=_quiet,
+                       overwrite=True)
+    assert load_checkpoint(out / "checkpoint.npz")[1]["recipe"]["lr"] == 2e-2
+    assert sorted(p.name for p in out.iterdir()) == sorted([*engine.RUN_FILES, "notes.txt"])
+    # a resume continues in its own folder: allowed, and metrics.json is that of the new end
+    more = engine.train_model(_recipe(epochs=2, lr=2e-2), out_dir=out, progress=False,
+                              log=_quiet, resume=out / "checkpoint.npz")
+    assert more["epochs"] == 2 and json.loads((out / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_resume_settings_come_from_the_checkpoint(tmp_path):
+    engine.train_model(_recipe(epochs=1), out_dir=tmp_path, progress=False, log=_quiet)
+    recipe, seed, data = engine.resume_settings(tmp_path / "checkpoint.npz", "unet", epochs=4)
+    assert (recipe.epochs, recipe.image_size, recipe.train_images, seed, data) == \
+        (4, 32, 8, 0, "shapes")
+    assert recipe.model_options == TINY["unet"]
+    with pytest.raises(ValueError, match=r"--batch-size 8 differs from the checkpoint's "
+                                         r"batch_size 4"):
+        engine.resume_settings(tmp_path / "checkpoint.npz", "unet", batch_size=8)

@@ -12,9 +12,17 @@ A checkpoint is an ordinary NumPy ``.npz`` archive (a zip of ``.npy`` files):
 A file that loads without pickle can be opened safely even from an untrusted
 source: pickle can run arbitrary code, ``.npy`` arrays cannot.
 
-Writing is atomic: the archive goes to a temporary file in the same directory,
-which then replaces the target with ``os.replace``. A crash mid-write leaves
-the old checkpoint intact, never a half-written one.
+Writing is atomic: the archive goes to a temporary file ``.tmp-XXXX.npz`` in the
+same directory, which then replaces the target with ``os.replace`` (a rename,
+which the file system does in one step). A crash mid-write leaves the old
+checkpoint intact, never a half-written one; a SIGKILL can leave the temporary
+file behind, which the next run into that folder removes
+(``tinyseg.engine.runfolder``). ``atomic_path`` is the same recipe for any file,
+and ``write_json`` uses it too.
+
+Reading checks what a file claims: the config must be a JSON object, and
+``load_model`` refuses weights that are NaN or infinite (``check_finite``), since
+a model that diverged would otherwise "predict" without a word.
 
 Training checkpoints
 --------------------
@@ -34,12 +42,14 @@ written, and ``write_json`` uses it for the run's ``metrics.json``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
 import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -76,13 +86,27 @@ def save_checkpoint(path, state_dict, config: dict) -> None:
         arrays[key] = np.array(backend.to_numpy(value), copy=True)
     arrays[CONFIG_KEY] = np.frombuffer(config_text.encode("utf-8"), dtype=np.uint8)
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp_path:
+        with open(tmp_path, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """``with atomic_path(path) as tmp:`` write ``tmp``; on success it replaces ``path``.
+
+    ``tmp`` is a new ``.tmp-XXXX<suffix>`` file in the same directory (a rename only
+    stays atomic within one file system). On an error it is removed and ``path`` is
+    left as it was.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=Path(path).suffix)
+    os.close(fd)
+    try:
+        yield tmp_path
         os.chmod(tmp_path, 0o644)  # mkstemp makes it private (0600)
         os.replace(tmp_path, path)
     except BaseException:
@@ -98,10 +122,14 @@ def load_checkpoint(path):
         ``Module.load_state_dict``, which moves them to the model's device) and
         the config dict.
     :raises FileNotFoundError: no file at ``path``.
+    :raises IsADirectoryError: ``path`` is a directory.
     :raises ValueError: the file is truncated, corrupt, not an ``.npz``, would
-        need pickle, or has no config. Each message names the file.
+        need pickle, or has no config (or one that is not a JSON object). Each
+        message names the file.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"checkpoint {path} is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
@@ -123,7 +151,21 @@ def load_checkpoint(path):
         config = json.loads(arrays.pop(CONFIG_KEY).tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"checkpoint {path}: the config is not valid JSON ({error})") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"checkpoint {path}: the config must be a JSON object, got a "
+                         f"{type(config).__name__}")
     return arrays, config
+
+
+def check_finite(arrays: dict, path) -> None:
+    """Refuse a checkpoint whose floating-point arrays hold NaN or infinity.
+
+    :raises ValueError: naming the file and the first bad array (in the file's order).
+    """
+    for key, value in arrays.items():
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            raise ValueError(f"checkpoint {path}: {key!r} holds NaN or infinite values "
+                             "(the run that wrote it diverged)")
 
 
 # ----- training checkpoints: optimiser state, JSON, the model back --------------------------
@@ -177,9 +219,11 @@ def jsonable(value):
 
 
 def write_json(path, values) -> None:
-    """Write ``jsonable(values)`` to ``path`` as indented JSON (``metrics.json``)."""
-    with open(path, "w") as f:
-        f.write(json.dumps(jsonable(values), indent=2) + "\n")
+    """Write ``jsonable(values)`` to ``path`` as indented JSON (``metrics.json``), atomically."""
+    text = json.dumps(jsonable(values), indent=2) + "\n"
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
 
 
 def load_model(path, expected: str | None = None, device: str = "cpu"):
@@ -188,8 +232,9 @@ def load_model(path, expected: str | None = None, device: str = "cpu"):
     :param expected: when given, the model name the checkpoint must hold.
     :returns: ``(model, config)``.
     :raises FileNotFoundError: no such file.
-    :raises ValueError: not a tinyseg training checkpoint, or a checkpoint of
-        another model than ``expected`` (the message names both).
+    :raises ValueError: not a tinyseg training checkpoint, a checkpoint of
+        another model than ``expected`` (the message names both), a model config
+        the model does not take, or weights that are NaN or infinite.
     """
     arrays, config = load_checkpoint(path)
     name = config.get("model")
@@ -200,7 +245,14 @@ def load_model(path, expected: str | None = None, device: str = "cpu"):
         )
     if expected is not None and name != expected:
         raise ValueError(f"checkpoint {path} holds a {name!r} model, not {expected!r}")
-    model = build_model(name, **config["model_config"])
     model_state, _ = split_checkpoint_arrays(arrays)
-    model.load_state_dict(model_state)
+    check_finite(model_state, path)
+    if not isinstance(config["model_config"], dict):
+        raise ValueError(f"checkpoint {path}: model_config must be a JSON object")
+    try:
+        model = build_model(name, **config["model_config"])
+        model.load_state_dict(model_state)
+    except (TypeError, ValueError, KeyError) as error:
+        raise ValueError(f"checkpoint {path}: cannot rebuild its {name!r} model "
+                         f"({error})") from error
     return model.to(device).eval(), config

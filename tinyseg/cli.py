@@ -3,7 +3,7 @@
     tinyseg [--debug] COMMAND ...
     tinyseg demo [--out DIR] [--epochs N] [--seed S] [--device cpu|gpu]
     tinyseg train MODEL [--epochs N] [--batch-size B] [--lr LR] [--seed S] [--device cpu|gpu]
-                        [--data shapes|PATH] [--out DIR] [--resume FILE] ...
+                        [--data shapes|PATH] [--out DIR] [--overwrite] [--resume FILE] ...
     tinyseg eval MODEL --checkpoint FILE [--data shapes|PATH] [--out DIR]
     tinyseg predict MODEL --checkpoint FILE IMAGE... [--out DIR]
     tinyseg homework list
@@ -179,8 +179,7 @@ def _fit(args, recipe, **where) -> int:
     from .engine import train_model
 
     try:
-        train_model(recipe, device=args.device, seed=args.seed, progress=not args.no_progress,
-                    **where)
+        train_model(recipe, device=args.device, progress=not args.no_progress, **where)
     except FloatingPointError as err:
         if args.debug:
             traceback.print_exc()
@@ -190,17 +189,22 @@ def _fit(args, recipe, **where) -> int:
 
 
 def _train(args) -> int:
+    from .engine import resume_settings
     from .recipes import default_recipe
 
     _check_device(args.device)
-    recipe = default_recipe(args.model).replace(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
-        train_images=args.train_images, val_images=args.val_images,
-    )
-    out = args.out if args.out is not None else os.path.join("runs", args.model)
-    if args.resume is not None and not os.path.isfile(args.resume):
-        raise CommandError(f"--resume: checkpoint file not found: {args.resume}")
-    return _fit(args, recipe, data=args.data, out_dir=out, resume=args.resume)
+    asked = dict(batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
+                 train_images=args.train_images, val_images=args.val_images)
+    if args.resume is not None:  # the run's own settings: only --epochs may change
+        recipe, seed, data = resume_settings(args.resume, args.model, epochs=args.epochs,
+                                             seed=args.seed, data=args.data, **asked)
+        out = args.out if args.out is not None else os.path.dirname(args.resume) or "."
+    else:
+        recipe = default_recipe(args.model).replace(epochs=args.epochs, **asked)
+        seed, data = args.seed or 0, args.data or "shapes"
+        out = args.out if args.out is not None else os.path.join("runs", args.model)
+    return _fit(args, recipe, seed=seed, data=data, out_dir=out, resume=args.resume,
+                overwrite=args.overwrite)
 
 
 def _add_train(subparsers):
@@ -214,17 +218,19 @@ def _add_train(subparsers):
     p.add_argument("--epochs", type=_nonnegative_int, help="epochs (recipe's default)")
     p.add_argument("--batch-size", type=_positive_int, help="images per step")
     p.add_argument("--lr", type=_positive_float, help="peak learning rate")
-    p.add_argument("--seed", type=_nonnegative_int, default=0,
-                   help="seed of init, order and augmentation (0)")
+    p.add_argument("--seed", type=_nonnegative_int, help="seed of init, order and augmentation (0)")
     _add_device(p)
-    p.add_argument("--data", default="shapes", metavar="shapes|PATH",
+    p.add_argument("--data", metavar="shapes|PATH",
                    help="the built-in scenes (default) or a VOC-/COCO-style folder")
-    p.add_argument("--out", metavar="DIR", help="output folder (default runs/MODEL)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/MODEL; on "
+                   "--resume the checkpoint's folder); must be empty unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--image-size", type=_positive_int,
                    help="side of the images (recipe: 64 segmentation, 128 detection)")
     p.add_argument("--train-images", type=_positive_int, help="synthetic training images")
     p.add_argument("--val-images", type=_positive_int, help="synthetic validation images")
-    p.add_argument("--resume", metavar="FILE", help="continue from a checkpoint of this model")
+    p.add_argument("--resume", metavar="FILE",
+                   help="continue the run of this checkpoint, with its settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)
 
@@ -234,7 +240,7 @@ def _add_train(subparsers):
 
 def _eval(args) -> int:
     from .checkpoint import write_json
-    from .engine import evaluate_checkpoint, task_for
+    from .engine import eval_metrics, evaluate_checkpoint
 
     _check_device(args.device)
     out = Path(args.out) if args.out is not None else None
@@ -249,16 +255,8 @@ def _eval(args) -> int:
     print(f"{args.model} from {args.checkpoint} (epoch {config.get('epoch', '?')}) on {args.data}:")
     _print_scores(scores, classes)
     if out is not None:
-        metrics = {
-            "model": args.model,
-            **task_for(model).metrics(scores),
-            "train_seconds": config.get("train_seconds"),
-            "epochs": config.get("epoch"),
-            "classes": classes,
-            "checkpoint": str(args.checkpoint),
-            "data": str(args.data),
-        }
-        write_json(out / "metrics.json", metrics)
+        write_json(out / "metrics.json", eval_metrics(scores, model, config, args.checkpoint,
+                                                      args.data))
         print(f"wrote {out / 'metrics.json'} and {out / 'predictions.png'}")
     return 0
 
@@ -431,7 +429,7 @@ def _demo(args) -> int:
     recipe = demo_recipe(args.epochs)
     print(f"tinyseg demo: U-Net on {recipe.train_images} synthetic {recipe.image_size}x"
           f"{recipe.image_size} scenes, {recipe.epochs} epoch(s), device {args.device}")
-    return _fit(args, recipe, data="shapes", out_dir=args.out)
+    return _fit(args, recipe, seed=args.seed, data="shapes", out_dir=args.out, overwrite=True)
 
 
 def _add_demo(subparsers):
@@ -441,7 +439,8 @@ def _add_demo(subparsers):
         description="Train a small U-Net on synthetic shapes scenes; writes "
         "DIR/predictions.png, DIR/metrics.json, DIR/history.csv and DIR/checkpoint.npz.",
     )
-    p.add_argument("--out", default="runs/demo", metavar="DIR", help="output folder (runs/demo)")
+    p.add_argument("--out", default="runs/demo", metavar="DIR",
+                   help="output folder (runs/demo); the demo starts over there each time")
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="epochs (5; 2 when TINYSEG_FAST=1)")
     p.add_argument("--seed", type=_nonnegative_int, default=0)

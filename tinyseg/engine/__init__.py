@@ -32,7 +32,11 @@ The package, in reading order:
   ``seed_everything``.
 * ``run.py``: ``train_model`` (what ``tinyseg train`` runs: recipe -> data, model, optimiser,
   loop, files), the factories ``make_optimizer``, ``make_scheduler``, ``make_datasets``,
-  ``make_loaders``, and ``evaluate_checkpoint`` (what ``tinyseg eval`` runs).
+  ``make_loaders``, ``evaluate_checkpoint`` (what ``tinyseg eval`` runs), and what a
+  checkpoint says about its run (``checkpoint_recipe``, ``resume_settings``,
+  ``check_classes``).
+* ``runfolder.py``: the run folder: which files, in which order, and
+  ``prepare_run_folder`` (may this run write here?).
 
 Checkpoint files, the optimiser's state in them and ``load_model`` live in
 ``tinyseg.checkpoint``; the pictures in ``tinyseg.viz``, which receives predictions
@@ -63,15 +67,20 @@ from .evaluate import (
 from .loop import Trainer, seed_everything
 from .run import (
     CachedDataset,
+    check_classes,
+    checkpoint_recipe,
+    eval_metrics,
     evaluate_checkpoint,
     make_datasets,
     make_loaders,
     make_optimizer,
     make_scheduler,
     open_split,
+    resume_settings,
     save_predictions,
     train_model,
 )
+from .runfolder import RUN_FILES, prepare_run_folder, remove_orphans
 from .tasks import (
     DETECTION_HISTORY_FIELDS,
     HISTORY_FIELDS,
@@ -90,6 +99,7 @@ __all__ = [
     "HISTORY_FIELDS",
     "MASK_HISTORY_FIELDS",
     "OPTIMIZER_PREFIX",
+    "RUN_FILES",
     "TASKS",
     "CachedDataset",
     "DetectionTask",
@@ -99,6 +109,9 @@ __all__ = [
     "batch_targets",
     "batch_to_device",
     "center_crop",
+    "check_classes",
+    "checkpoint_recipe",
+    "eval_metrics",
     "evaluate",
     "evaluate_checkpoint",
     "evaluate_detection",
@@ -116,6 +129,9 @@ __all__ = [
     "open_split",
     "predict",
     "predict_detections",
+    "prepare_run_folder",
+    "remove_orphans",
+    "resume_settings",
     "save_predictions",
     "seed_everything",
     "split_checkpoint_arrays",

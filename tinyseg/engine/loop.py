@@ -2,7 +2,14 @@
 
 ``Trainer.fit`` is the loop listed in the package docstring (``tinyseg.engine``):
 per epoch, reseed, shuffle, one ``train_step`` per batch, step the schedule,
-evaluate, then append to the history and write ``history.csv`` and the checkpoint.
+evaluate, then append to the history and write the checkpoint and ``history.csv``
+(in that order, each atomically: see ``tinyseg.engine.runfolder``).
+
+Divergence. A training loss, a weight or a validation loss that is NaN or infinite
+stops the run with ``FloatingPointError`` *before* that epoch is saved, so the
+checkpoint on disk stays the last good epoch's. (The weights are checked too: a
+detector has no validation loss, and the last step of an epoch can break the
+weights after its own loss was still finite.)
 
 Nothing here knows whether the model segments or detects: every step that differs
 is a method of the *task* object (``tinyseg.engine.tasks``), found from the
@@ -41,6 +48,7 @@ from tqdm.auto import tqdm
 
 from .. import backend
 from .. import checkpoint as ckpt
+from ..autograd import Tensor
 from .evaluate import batch_to_device
 from .tasks import task_for
 
@@ -158,6 +166,23 @@ class Trainer:
         self.loss_terms = {name: value / max(count, 1) for name, value in term_totals.items()}
         return total / max(count, 1)
 
+    def check_weights(self, epoch: int) -> None:
+        """Raise ``FloatingPointError`` naming the first weight that holds NaN or infinity.
+
+        One device sync for all of them: the per-array flags are stacked, then copied.
+        """
+        state = {k: v.data if isinstance(v, Tensor) else v
+                 for k, v in self.model.state_dict().items()}
+        state = {k: v for k, v in state.items() if v.dtype.kind == "f"}
+        if not state:
+            return
+        xp = backend.xp_of(next(iter(state.values())))
+        finite = backend.to_numpy(xp.stack([xp.isfinite(v).all() for v in state.values()]))
+        if not finite.all():
+            name = list(state)[int(np.argmin(finite))]
+            raise FloatingPointError(f"the weight {name!r} became NaN or infinite in epoch "
+                                     f"{epoch + 1}; lower the lr")
+
     def evaluate(self, loader=None) -> dict:
         """The task's scores on ``loader`` (default: the validation loader)."""
         loader = self.val_loader if loader is None else loader
@@ -169,12 +194,19 @@ class Trainer:
             start = time.perf_counter()
             lr = self.optimizer.lr
             train_loss = self.train_one_epoch(epoch)
+            self.check_weights(epoch)
             if self.scheduler is not None:
                 self.scheduler.step()
             row = {"epoch": epoch + 1, "train_loss": train_loss}
             row.update({f"train_{name}": value for name, value in self.loss_terms.items()})
             if self.val_loader is not None:
-                self.metrics = self.evaluate()
+                scores = self.evaluate()
+                val_loss = scores.get("loss")
+                if val_loss is not None and not math.isfinite(val_loss):
+                    raise FloatingPointError(
+                        f"the validation loss became {val_loss} in epoch {epoch + 1}; "
+                        "lower the lr")
+                self.metrics = scores
                 row.update(self.task.history_entries(self.metrics))
             seconds = time.perf_counter() - start
             row.update(lr=lr, seconds=round(seconds, 3))
@@ -183,8 +215,8 @@ class Trainer:
             self.history.append(row)
             if self.out_dir is not None:  # saved before anything else can interrupt us
                 self.out_dir.mkdir(parents=True, exist_ok=True)
+                self.save(self.out_dir / "checkpoint.npz")  # the truth first, then its view
                 self.write_history(self.out_dir / "history.csv")
-                self.save(self.out_dir / "checkpoint.npz")
             self.log(self.summary(row))
         return self.history
 
@@ -199,9 +231,9 @@ class Trainer:
         return self.task.history_fields(self.history)
 
     def write_history(self, path) -> None:
-        """Write ``history.csv``: one row per epoch, columns ``history_fields()``."""
+        """Write ``history.csv`` atomically: one row per epoch, columns ``history_fields()``."""
         fields = self.history_fields()
-        with open(path, "w", newline="") as f:
+        with ckpt.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             for row in self.history:
@@ -236,9 +268,11 @@ class Trainer:
     def resume(self, path) -> None:
         """Load a checkpoint written by ``save`` and continue from its epoch.
 
-        :raises ValueError: a checkpoint of another model, optimiser or schedule.
+        :raises ValueError: a checkpoint of another model, optimiser or schedule, or one
+            whose weights are NaN or infinite.
         """
         arrays, config = ckpt.load_checkpoint(path)
+        ckpt.check_finite(arrays, path)
         name = self.config.get("model")
         if name is not None and config.get("model") != name:
             raise ValueError(

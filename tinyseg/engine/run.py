@@ -11,14 +11,18 @@
     Trainer(model, optimizer, None, train_loader, val_loader, task=task, ...).fit()
     write_json("metrics.json", run_metrics(...)); save_predictions("predictions.png", ...)
 
-Each factory is a plain function a notebook can call on its own. The files a run
-leaves in ``out_dir``:
+Each factory is a plain function a notebook can call on its own. Before epoch 1,
+``train_model`` checks the run folder (``runfolder.prepare_run_folder``: empty, or
+``overwrite``, or the resumed checkpoint's own folder; writable), and a resumed run
+the checkpoint's classes against the data's. The files a run leaves in ``out_dir``,
+in the order they are written (each atomically; ``metrics.json`` last marks a
+finished run):
 
 =================  ==================================================================
 ``checkpoint.npz`` weights, optimiser and schedule state, history (after every epoch)
 ``history.csv``    one row per epoch (the task's ``history_fields``)
-``metrics.json``   the task's scores and the run's facts (time, sizes, seed, ...)
 ``predictions.png`` the first validation images: truth and prediction, side by side
+``metrics.json``   the task's scores and the run's facts (time, sizes, seed, ...)
 =================  ==================================================================
 
 The picture is drawn by ``tinyseg.viz``, which never runs a model: the engine
@@ -35,14 +39,18 @@ import numpy as np
 
 from .. import backend, nn, optim, viz
 from .. import data as datasets
-from ..checkpoint import load_model, write_json
+from ..checkpoint import atomic_path, check_finite, load_checkpoint, load_model, write_json
 from ..models import build_model
 from ..recipes import Recipe
 from .loop import Trainer
+from .runfolder import prepare_run_folder
 from .tasks import task_for
 
 __all__ = [
     "CachedDataset",
+    "check_classes",
+    "checkpoint_recipe",
+    "eval_metrics",
     "evaluate_checkpoint",
     "make_datasets",
     "make_loaders",
@@ -50,6 +58,7 @@ __all__ = [
     "make_scheduler",
     "open_split",
     "peak_rss_mb",
+    "resume_settings",
     "save_predictions",
     "train_model",
 ]
@@ -166,21 +175,105 @@ def save_predictions(path, task, model, dataset, classes=None, device: str = "cp
         samples = [transform(s, rng) for s in samples]
     images = np.stack([s["image"] for s in samples])
     preds = task.predict(model, images, device=device)
-    return viz.save_predictions(path, images, task.picture_targets(samples), preds,
-                                classes=classes, title=title)
+    with atomic_path(path) as tmp:  # never a half-drawn picture under the real name
+        viz.save_predictions(tmp, images, task.picture_targets(samples), preds,
+                             classes=classes, title=title)
+    return Path(path)
+
+
+# ----- what a checkpoint says about its run ------------------------------------------
+_POSITIVE = ("batch_size", "image_size", "train_images", "val_images")
+#: the settings a resumed run keeps; ``epochs`` alone may grow
+RESUME_SETTINGS = ("batch_size", "lr", "image_size", "train_images", "val_images", "seed",
+                   "data")
+
+
+def checkpoint_recipe(config: dict, path) -> Recipe:
+    """The recipe saved in a checkpoint's config, checked (each message names ``path``).
+
+    :raises ValueError: the recipe is not an object, or a size, count or lr in it is not a
+        positive number.
+    """
+    values = config.get("recipe", {"model": config.get("model")})
+    if not isinstance(values, dict):
+        raise ValueError(f"checkpoint {path}: its recipe must be a JSON object, "
+                         f"got {type(values).__name__}")
+    recipe = Recipe.from_dict({"model": config.get("model"), **values})
+    for name in (*_POSITIVE, "epochs"):
+        value, least = getattr(recipe, name), 0 if name == "epochs" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"checkpoint {path}: its recipe has {name} {value!r}, expected an "
+                             f"integer >= {least}")
+    lr = recipe.lr
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
+        raise ValueError(f"checkpoint {path}: its recipe has lr {lr!r}, expected a positive "
+                         "number")
+    return recipe
+
+
+def resume_settings(path, model: str, epochs: int | None = None, **given):
+    """The settings of the run saved in checkpoint ``path``, for continuing it.
+
+    :param epochs: the run's new length (default: the saved one); it may grow, not shrink
+        below the epochs already done.
+    :param given: settings asked for (``RESUME_SETTINGS``; None: not asked). Each must equal
+        the saved one: a resumed run is the same run, only longer.
+    :returns: ``(recipe, seed, data)``.
+    :raises ValueError: another model, NaN or infinite weights, a setting that differs
+        (named, with both values), or too few epochs.
+    """
+    arrays, config = load_checkpoint(path)
+    check_finite(arrays, path)  # before any data is read: a diverged run cannot go on
+    if config.get("model") != model:
+        raise ValueError(f"checkpoint {path} holds a {config.get('model')!r} model, not "
+                         f"{model!r}")
+    recipe = checkpoint_recipe(config, path)
+    saved = {**{k: getattr(recipe, k) for k in RESUME_SETTINGS[:5]},
+             "seed": config.get("seed", 0), "data": config.get("data", "shapes")}
+    for name, value in given.items():
+        if name not in saved:
+            raise TypeError(f"resume_settings() got an unknown setting {name!r}")
+        same = (os.path.normpath(str(value)) == os.path.normpath(str(saved[name]))
+                if name == "data" else value == saved[name])
+        if value is not None and not same:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"{flag} {value} differs from the checkpoint's {name} {saved[name]} "
+                f"({path}): a resumed run keeps its settings; only --epochs may change")
+    done = int(config.get("epoch", 0))
+    if epochs is not None and epochs < done:
+        raise ValueError(f"--epochs {epochs} is fewer than the {done} epochs checkpoint {path} "
+                         "has already trained")
+    return recipe.replace(epochs=epochs), saved["seed"], saved["data"]
+
+
+def check_classes(saved, found, path, data) -> None:
+    """A checkpoint's class names must be the data's (same names, same order).
+
+    :raises ValueError: naming both lists (an empty list is not checked).
+    """
+    saved, found = list(saved or ()), list(found or ())
+    if saved and found and saved != found:
+        raise ValueError(f"checkpoint {path} was trained on {len(saved)} classes {saved}, but "
+                         f"data {data} has {len(found)} classes {found}")
 
 
 def train_model(recipe, data="shapes", device: str = "cpu", out_dir=None, seed: int = 0,
-                resume=None, progress: bool = True, log=print) -> dict:
+                resume=None, progress: bool = True, log=print, overwrite: bool = False) -> dict:
     """One full run: data, model and optimiser from ``recipe``, the loop, then the files.
 
     Writes into ``out_dir`` (default ``runs/<model>``): ``checkpoint.npz`` and
-    ``history.csv`` (after every epoch), then ``metrics.json`` and
-    ``predictions.png``.
+    ``history.csv`` (after every epoch), then ``predictions.png`` and, last,
+    ``metrics.json``.
 
     :param recipe: a ``tinyseg.recipes.Recipe`` (a segmentation or a detection model).
     :param data: ``"shapes"`` or a VOC-/COCO-style folder (detection needs boxes: COCO-style).
-    :param resume: a checkpoint to continue from (same model and recipe).
+    :param resume: a checkpoint to continue from (same model, recipe and classes).
+    :param overwrite: replace an earlier run in ``out_dir`` (otherwise a non-empty
+        ``out_dir`` is refused, unless it is the folder of the ``resume`` checkpoint).
+    :raises FloatingPointError: the loss became NaN or infinite; the checkpoint of the last
+        good epoch stays, and no ``metrics.json`` is written.
+    :raises FileExistsError: ``out_dir`` holds files and may not be written (see above).
     :returns: the metrics dict written to ``metrics.json``: ``miou``, ``pixel_accuracy``,
         ``dice``, ``per_class_iou`` for segmentation; ``bbox_map``, ``bbox_map_50``,
         ``bbox_map_75`` (and the other ``bbox_`` keys) for detection; and for both the run's
@@ -194,6 +287,8 @@ def train_model(recipe, data="shapes", device: str = "cpu", out_dir=None, seed: 
     classes = list(getattr(train_set, "classes", ()))
     num_classes = len(classes) if classes else recipe.num_classes
     recipe = recipe.replace(num_classes=num_classes)
+    if resume is not None:
+        check_classes(load_checkpoint(resume)[1].get("classes"), classes, resume, data)
     nn.init.manual_seed(seed)
     model = build_model(recipe.model, num_classes=num_classes, **recipe.model_options)
     task = task_for(model, recipe, num_classes=num_classes, training=True)
@@ -208,11 +303,17 @@ def train_model(recipe, data="shapes", device: str = "cpu", out_dir=None, seed: 
         config={"model": recipe.model, "recipe": recipe.to_dict(), "classes": classes,
                 "data": str(data)},
     )
+    prepare_run_folder(out_dir, resume=resume, overwrite=overwrite)
     if resume is not None:
         trainer.resume(resume)
         log(f"resumed from {resume} at epoch {trainer.epoch}/{recipe.epochs}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    trainer.fit()
+    try:
+        trainer.fit()
+    except FloatingPointError as error:
+        kept = (f"{out_dir / 'checkpoint.npz'} holds the last good epoch ({trainer.epoch})"
+                if trainer.epoch > 0 and (out_dir / "checkpoint.npz").exists()
+                else "no epoch finished, so no checkpoint was written")
+        raise FloatingPointError(f"{error}; {kept}") from error
     if not trainer.metrics or trainer.epoch == 0:  # nothing trained: score what we have
         trainer.metrics = trainer.evaluate()
     if trainer.epoch == 0 or not (out_dir / "checkpoint.npz").exists():
@@ -238,10 +339,10 @@ def train_model(recipe, data="shapes", device: str = "cpu", out_dir=None, seed: 
         "num_parameters": int(sum(p.size for p in model.parameters())),
         "peak_rss_mb": peak_rss_mb(),
     })
-    write_json(out_dir / "metrics.json", metrics)
     save_predictions(out_dir / "predictions.png", task, model, val_set, classes=classes,
                      device=device, title=f"{recipe.model}: {task.headline(scores)}",
                      transform=val_loader.transform)
+    write_json(out_dir / "metrics.json", metrics)  # last: the run is finished
     log(f"{task.headline(scores)}  ({trainer.train_seconds:.1f}s)")
     log(f"wrote {out_dir}/metrics.json, checkpoint.npz, history.csv, predictions.png")
     return metrics
@@ -255,16 +356,28 @@ def evaluate_checkpoint(path, expected: str | None = None, data="shapes", device
     :param picture: when given, a path where the same ``predictions.png`` as training's is drawn
         (label maps, or true and predicted boxes) from the split just scored.
     :returns: ``(metrics, model, config)``.
+    :raises ValueError: a checkpoint ``load_model`` refuses, a bad recipe in it, data
+        without boxes for a detector, or data whose classes are not the checkpoint's.
     """
     model, config = load_model(path, expected, device)
-    recipe = Recipe.from_dict(config.get("recipe", {"model": config["model"]}))
+    recipe = checkpoint_recipe(config, path)
     recipe = recipe.replace(batch_size=batch_size, val_images=val_images)
     val_set = open_split(data, "val", recipe, cache=False)
-    _, val_loader = make_loaders(val_set, val_set, recipe.replace(augment=False), 0)
     task = task_for(model, recipe)
+    task.check_data(val_set, config["model"], data)
+    check_classes(config.get("classes"), getattr(val_set, "classes", None), path, data)
+    _, val_loader = make_loaders(val_set, val_set, recipe.replace(augment=False), 0)
     scores = task.evaluate(model, val_loader, device, progress=progress)
     if picture is not None:
         save_predictions(picture, task, model, val_set, classes=config.get("classes") or None,
                          device=device, title=f"{config['model']}: {task.headline(scores)}",
                          transform=val_loader.transform)
     return scores, model, config
+
+
+def eval_metrics(scores, model, config, checkpoint, data) -> dict:
+    """The ``metrics.json`` of ``tinyseg eval``: the scores and where they come from."""
+    return {"model": config["model"], **task_for(model).metrics(scores),
+            "train_seconds": config.get("train_seconds"), "epochs": config.get("epoch"),
+            "classes": list(config.get("classes") or []), "checkpoint": str(checkpoint),
+            "data": str(data)}
