@@ -109,10 +109,8 @@ from __future__ import annotations
 from numbers import Real
 from typing import NamedTuple
 
-import numpy
-
 from ..backend import is_cupy_array, to_numpy, xp_of
-from ..validate import check_float
+from ..validate import check_float, first_bad_index
 
 _LAYOUTS = "(N, C), (N, C, L) or (N, C, H, W)"
 
@@ -124,10 +122,10 @@ def check_running_var(running_var, name: str = "running_var") -> None:
     checked per call, which would be a device sync per layer in every evaluation; it is
     checked where it enters, in ``Module.load_state_dict``, and training keeps it >= 0.
     """
-    values = to_numpy(running_var)
-    bad = numpy.flatnonzero(~(numpy.isfinite(values) & (values >= 0)))
-    if bad.size:
-        c = int(bad[0])
+    values = to_numpy(running_var).reshape(-1)
+    index = first_bad_index(~(values >= 0))  # NaN fails the comparison too
+    if index is not None:
+        c = index[0]
         raise ValueError(f"{name} must hold variances >= 0, got {values.reshape(-1)[c]!r} "
                          f"for channel {c}")
 

@@ -150,10 +150,8 @@ import math
 import numbers
 from typing import NamedTuple
 
-import numpy
-
 from ..backend import scatter_add, to_numpy, xp_of
-from ..validate import check_float, check_ndim, pair
+from ..validate import check_float, check_ndim, first_bad_index, pair
 from .resize import interpolation_matrix
 
 # The largest sample grid per bin: float indices below it are exact integers.
@@ -262,14 +260,14 @@ def _rois_for(x, rois):
     bad_batch = (b != xp.floor(b)) | (b < 0) | (b >= N)
     if int(bad_batch.any().astype(xp.int64) + 2 * nonfinite.any().astype(xp.int64)):
         host = to_numpy(rois)  # the error path only
-        bad = numpy.flatnonzero(to_numpy(bad_batch))
-        if bad.size:
+        bad = first_bad_index(to_numpy(bad_batch))
+        if bad is not None:
             raise ValueError(
                 f"boxes: the batch index (column 0 of the (K, 5) rois) must be a whole "
                 f"number in [0, {N}) for x with {N} images, got {host[bad[0], 0]!r} in row "
-                f"{int(bad[0])}"
+                f"{bad[0]}"
             )
-        k = int(numpy.flatnonzero(to_numpy(nonfinite))[0])
+        k = first_bad_index(to_numpy(nonfinite))[0]
         raise ValueError(f"boxes must be finite, got {host[k, 1:].tolist()} in row {k} "
                          f"(the (K, 5) rois row [b, x1, y1, x2, y2] {host[k].tolist()})")
     return rois, b.astype(xp.int64)
