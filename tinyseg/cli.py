@@ -178,8 +178,10 @@ def _fit(args, recipe, **where) -> int:
     """Train a recipe; a run that diverged (FloatingPointError) exits with 1, never 0."""
     from .engine import train_model
 
+    quiet = "warn" if args.debug else "ignore"  # the loop's divergence check says it in one line
     try:
-        train_model(recipe, device=args.device, progress=not args.no_progress, **where)
+        with numpy.errstate(over=quiet, invalid=quiet, divide=quiet):
+            train_model(recipe, device=args.device, progress=not args.no_progress, **where)
     except FloatingPointError as err:
         if args.debug:
             traceback.print_exc()
