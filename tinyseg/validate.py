@@ -130,7 +130,7 @@ def check_finite(array, name: str) -> None:
         return  # integers are always finite
     index = first_bad_index(~numpy.isfinite(values))
     if index is not None:
-        raise ValueError(f"{name} must be finite, got {values[index]!r} at index "
+        raise ValueError(f"{name} must be finite, got {values[index].item()!r} at index "
                          f"{list(index)}")
 
 

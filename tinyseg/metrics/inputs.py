@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
+from ..validate import check_finite
 
 __all__ = ["check_detection_images", "check_detection_inputs", "to_host", "unwrap"]
 
@@ -53,8 +54,8 @@ def _field(image: dict, key: str, where: str, n: int | None, kinds: str, width=N
     if a.size and a.dtype.kind not in kinds:
         what = {"iu": "integers", "iuf": "real numbers", "biu": "bools or 0/1 integers"}[kinds]
         raise TypeError(f'{where}["{key}"] must hold {what}, got dtype {a.dtype}')
-    if a.size and kinds == "iuf" and not np.isfinite(a).all():
-        raise ValueError(f'{where}["{key}"] holds a non-finite value')
+    if kinds == "iuf":
+        check_finite(a, f'{where}["{key}"]')  # names the first bad index
     if a.size and kinds == "biu" and not np.isin(a, (0, 1)).all():
         raise ValueError(f'{where}["{key}"] must hold bools or 0/1 integers')
     return a
