@@ -514,7 +514,8 @@ def test_plot_pr_curve(tmp_path):
     ([{**pred([BOX], [0.9]), "labels": numpy.array([1.5])}], [target([BOX])], TypeError,
      r'preds\[0\]\["labels"\] must hold integers'),
     ([pred([[5, 0, 1, 10]], [0.9])], [target([BOX])], ValueError, "x1 <= x2"),
-    ([pred([BOX], [numpy.nan])], [target([BOX])], ValueError, r"scores\"\] must be finite, got nan at index \[0\]"),
+    ([pred([BOX], [numpy.nan])], [target([BOX])], ValueError,
+     r"scores\"\] must be finite, got nan at index \[0\]"),
     ([pred([BOX], [0.9])], [target([BOX], iscrowd=[2])], ValueError, "0/1"),
 ])
 def test_bad_input_names_the_argument(preds, targets, error, match):
