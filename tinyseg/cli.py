@@ -8,7 +8,7 @@
     tinyseg predict MODEL --checkpoint FILE IMAGE... [--out DIR]
     tinyseg homework list
     tinyseg homework build OUT [--tasks TASK ...] [--overwrite]
-    tinyseg homework grade [DIR] [--verbose]
+    tinyseg homework grade [DIR] [--verbose] [--reference ROOT] [--task T] ...
 
 Each command is one ``_add_<command>(subparsers)`` function in ``COMMANDS`` that registers
 its parser and sets ``func``; ``func(args)`` returns the exit status. MODEL is a name of
@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy
 
 from . import homework
+from .homework import command as homework_command
 
 
 class CommandError(Exception):
@@ -42,77 +43,11 @@ class _Parser(argparse.ArgumentParser):
         raise CommandError(message)
 
 
-# ----- homework -----
-
-
-def _homework_list(args) -> int:
-    root = homework.default_root()
-    tasks = homework.list_tasks(root)
-    if not tasks:
-        print(f"no homework markers (# BEGIN SOLUTION <task>) under {root / 'tinyseg'}")
-        return 0
-    header = ("task", "where (file:function)", "marked tests", "needs")
-    rows = [
-        (
-            t["task"],
-            ", ".join(t["where"]),
-            str(sum(t["tests"].values())),
-            ", ".join(sorted(t["needs"])) or "-",
-        )
-        for t in tasks
-    ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
-    print(f"\n{len(tasks)} task(s) in {root}")
-    return 0
-
-
-def _homework_build(args) -> int:
-    out = homework.build(args.out, args.tasks, overwrite=args.overwrite)
-    chosen = json.loads((out / homework.MANIFEST).read_text())["tasks"]
-    print(
-        f"wrote a student copy with {len(chosen)} task(s) to {out}: {', '.join(chosen) or 'none'}"
-    )
-    print(f"grade it with: tinyseg homework grade {args.out}")
-    return 0
-
-
-def _homework_grade(args) -> int:
-    rows = homework.grade(args.dir, verbose=args.verbose, timeout=args.timeout)
-    return 0 if rows and all(r["passed"] == r["total"] for r in rows) else 1
+# ----- homework: the command lives next to the code it drives -----
 
 
 def _add_homework(subparsers):
-    parser = subparsers.add_parser(
-        "homework",
-        help="build student copies and grade them",
-        description="Build student copies of tinyseg and grade them.",
-    )
-    commands = parser.add_subparsers(dest="homework_command", metavar="ACTION")
-    commands.required = True
-
-    p = commands.add_parser("list", help="list the homework tasks in the source tree")
-    p.set_defaults(func=_homework_list)
-
-    p = commands.add_parser("build", help="write a student copy with tasks left as stubs")
-    p.add_argument("out", metavar="OUT", help="folder to write (must be empty or new)")
-    p.add_argument(
-        "--tasks",
-        nargs="*",
-        metavar="TASK",
-        help="tasks to leave as stubs (default: all; --tasks with no names: a solved copy)",
-    )
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT")
-    p.set_defaults(func=_homework_build)
-
-    p = commands.add_parser("grade", help="run the graded tests and print the points table")
-    p.add_argument(
-        "dir", nargs="?", default=".", metavar="DIR", help="the student copy (default: .)"
-    )
-    p.add_argument("--verbose", "-v", action="store_true", help="also print pytest's output")
-    p.add_argument("--timeout", type=float, default=None, help="seconds before giving up")
-    p.set_defaults(func=_homework_grade)
+    homework_command.add_parser(subparsers)
 
 
 # ----- shared argument types -----

@@ -32,16 +32,24 @@ Instructor's quick guide
    ``points = 10 * passed / total``. Skipped tests (e.g. CuPy without a GPU) do
    not count.
 
+6. Grade for marks: ``tinyseg homework grade SUBMISSION --reference ROOT`` takes only the
+   student's task functions and grades them with ROOT's tests, one task at a time
+   (:mod:`~tinyseg.homework.trusted`; ``--gradescope``, ``--json``, ``--task``).
+
 The Python API is the same: ``find_tasks(root)``, ``build(out_dir, tasks)``,
 ``grade(dir)``. docs/homework.md has the long version.
 
-The code is in three modules, by topic: :mod:`~tinyseg.homework.tasks` finds the solution blocks,
+The code is in modules by topic: :mod:`~tinyseg.homework.tasks` finds the solution blocks,
 the tests and the dependencies between tasks; :mod:`~tinyseg.homework.student` builds the student
-copy; :mod:`~tinyseg.homework.grading` runs the tests and scores them. Everything public is
+copy; :mod:`~tinyseg.homework.grading` runs the tests and scores them
+(:mod:`~tinyseg.homework.trusted`
+for the instructor's trusted mode, :mod:`~tinyseg.homework.report` for its output formats,
+:mod:`~tinyseg.homework.command` for the ``tinyseg homework`` command). Everything public is
 importable from ``tinyseg.homework`` itself.
 """
 
 from .grading import GradeError, format_table, grade
+from .report import gradescope_results, summary
 from .student import MANIFEST, build, stub_file
 from .tasks import (
     MarkerError,
@@ -54,8 +62,10 @@ from .tasks import (
     task_locations,
     task_tests,
 )
+from .trusted import GPU_SKIPS, grade_trusted
 
 __all__ = [
+    "GPU_SKIPS",
     "GradeError",
     "MANIFEST",
     "MarkerError",
@@ -65,9 +75,12 @@ __all__ = [
     "find_tasks",
     "format_table",
     "grade",
+    "grade_trusted",
+    "gradescope_results",
     "list_tasks",
     "solution_blocks",
     "stub_file",
+    "summary",
     "task_dependencies",
     "task_locations",
     "task_tests",

@@ -16,7 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .report import format_rows
 from .student import MANIFEST
+from .trusted import grade_trusted
 
 __all__ = ["GradeError", "format_table", "grade"]
 
@@ -62,9 +64,15 @@ def format_table(rows) -> str:
 
 
 def grade(
-    dir=".", *, paths=("tests",), timeout=None, verbose=False, quiet=False, file=None
+    dir=".", *, paths=("tests",), timeout=None, verbose=False, quiet=False, file=None,
+    reference=None, tasks=None, hidden=None, test_timeout=60,
 ) -> list:
     """Run the task-marked tests of the copy in ``dir`` and score each task.
+
+    With ``reference=ROOT`` (trusted mode, for instructors) the submission's own tests are
+    never run: :func:`~tinyseg.homework.trusted.grade_trusted` grades the student's task
+    functions inside a copy of ROOT (``tasks``, ``hidden`` tests, ``test_timeout`` seconds
+    per test) and the rows are those of :mod:`~tinyseg.homework.report`. Without it:
 
     pytest runs in a subprocess with ``cwd=dir`` and ``PYTHONPATH=dir``, so the
     package in ``dir`` shadows any installed tinyseg. Returns one dict per task,
@@ -77,6 +85,12 @@ def grade(
     directory = Path(dir).resolve()
     if not directory.is_dir():
         raise FileNotFoundError(f"no such folder: {dir}")
+    if reference is not None:
+        rows = grade_trusted(directory, reference, tasks=tasks, hidden=hidden,
+                             timeout=timeout or 600, test_timeout=test_timeout)
+        if not quiet:
+            print(format_rows(rows), file=file or sys.stdout)
+        return rows
     for p in paths:
         if not (directory / p).exists():
             raise FileNotFoundError(
