@@ -132,3 +132,14 @@ def test_hidden_test_rejects_a_one_sided_difference():
         _hidden().check_gradient_function(one_sided)
     solved = _hidden().load_function(_hidden().solution_cell_source(ROOT / NB01))
     _hidden().check_gradient_function(solved)
+
+
+def test_hidden_test_grades_the_notebook_that_env_points_to(tmp_path, monkeypatch):
+    hidden = _hidden()
+    monkeypatch.setenv("TINYSEG_NOTEBOOKS", str(tmp_path))
+    with pytest.raises(pytest.fail.Exception, match="not found"):
+        hidden.notebook_path()
+    write_student_notebooks(ROOT, tmp_path / "sub", {TASK})
+    monkeypatch.setenv("TINYSEG_NOTEBOOKS", str(tmp_path / "sub" / "notebooks"))
+    with pytest.raises(NotImplementedError, match=TASK):  # the stub, not the repo's solution
+        hidden.test_notebook01_central_difference_gradient()
