@@ -125,7 +125,13 @@ import numbers
 import numpy
 
 from . import backend
-from .validate import check_finite, check_fraction, check_int, check_ordered_boxes
+from .validate import (
+    check_box_values,
+    check_finite,
+    check_fraction,
+    check_int,
+    pair_of,
+)
 
 __all__ = [
     "BOX_FORMATS",
@@ -171,16 +177,6 @@ def check_boxes(boxes, name: str = "boxes"):
     return boxes
 
 
-def check_box_values(boxes, name: str = "boxes") -> None:
-    """Require finite xyxy boxes with x1 <= x2 and y1 <= y2, naming the first bad one.
-
-    On a device array this is one copy to the host (a sync; see "Bad values" above).
-    """
-    values = backend.to_numpy(boxes)
-    check_finite(values, name)
-    check_ordered_boxes(values, name)
-
-
 def _check_vector(v, name: str, n: int, kinds: str, what: str):
     check_array(v, name, f"({n},)")
     if v.ndim != 1 or v.shape[0] != n:
@@ -193,20 +189,6 @@ def _check_format(fmt, name: str) -> str:
     if fmt not in BOX_FORMATS:
         raise ValueError(f"{name} must be one of {BOX_FORMATS}, got {fmt!r}")
     return fmt
-
-
-def pair_of(value, name: str, minimum: float, kind=numbers.Real) -> tuple:
-    """A number or a pair (y, x) of numbers >= minimum."""
-    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(values) != 2:
-        raise ValueError(f"{name} must be a number or a pair (height, width), got {value!r}")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, kind):
-            raise TypeError(f"{name} must be a number or a pair (height, width), got {value!r}")
-        if v < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return values
-
 
 
 def safe_divide(num, den, xp):

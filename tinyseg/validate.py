@@ -23,6 +23,8 @@ import numbers
 
 import numpy
 
+from .backend import to_numpy
+
 
 def pair(value, name: str, minimum: int = 0) -> tuple[int, int]:
     """An int or a 2-sequence of ints, as (height, width), each >= minimum."""
@@ -142,3 +144,26 @@ def check_ordered_boxes(boxes, name: str) -> None:
     if index is not None:
         raise ValueError(f"{name} must be xyxy boxes with x1 <= x2 and y1 <= y2, got "
                          f"{values[index[0]].tolist()} at index {index[0]} (an inverted box)")
+
+
+def pair_of(value, name: str, minimum: float, kind=numbers.Real) -> tuple:
+    """A number or a pair (y, x) of numbers >= minimum."""
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(values) != 2:
+        raise ValueError(f"{name} must be a number or a pair (height, width), got {value!r}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, kind):
+            raise TypeError(f"{name} must be a number or a pair (height, width), got {value!r}")
+        if v < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return values
+
+
+def check_box_values(boxes, name: str = "boxes") -> None:
+    """Require finite xyxy boxes with x1 <= x2 and y1 <= y2, naming the first bad one.
+
+    On a device array this is one copy to the host (a sync; see "Bad values" in boxes.py).
+    """
+    values = to_numpy(boxes)
+    check_finite(values, name)
+    check_ordered_boxes(values, name)
