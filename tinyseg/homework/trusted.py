@@ -24,12 +24,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .student import MANIFEST
 from .tasks import find_tasks, task_locations, task_tests
+
+_AST_LOCK = threading.Lock()
 
 __all__ = ["GPU_SKIPS", "grade_trusted"]
 
@@ -204,7 +207,8 @@ def grade_trusted(submission, reference, *, tasks=None, hidden=None, timeout=600
         tree = base / task
         pts = int(points.get(task, DEFAULT_POINTS))
         try:
-            swaps = _swap_functions(reference, submission, where[task])
+            with _AST_LOCK:  # CPython 3.11's ast.parse is not thread-safe
+                swaps = _swap_functions(reference, submission, where[task])
         except ValueError as err:
             row = _score(task, [], [], [], pts, str(err))
         else:
